@@ -1,0 +1,37 @@
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "vavae/nn/autoencoder.h"
+
+namespace vavae::cli {
+
+struct RuntimeOptions {
+  int threads = 0;  // 0: all cores
+  std::string device = "cpu";
+};
+void add_runtime_options(CLI::App& app, RuntimeOptions& options);
+torch::Device apply_runtime_options(const RuntimeOptions& options);  // sets threads, returns the device
+
+struct ModelOptions {
+  std::string config;
+  std::string weights;
+  bool partial = false;
+};
+void add_model_options(CLI::App& app, ModelOptions& options);
+// Builds the autoencoder from the config, loads the weights (reporting what was ignored on
+// stderr), moves it to `device` and switches to eval mode.
+nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device);
+
+// Encoded-image batches: runs `fn(first_index, batch)` over chunks of at most `batch_size`.
+template <typename Fn>
+void for_each_batch(int64_t count, int64_t batch_size, Fn&& fn) {
+  for (int64_t start = 0; start < count; start += batch_size) fn(start, std::min(batch_size, count - start));
+}
+
+void add_inspect_command(CLI::App& app);
+void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct
+void add_bench_command(CLI::App& app);
+
+}  // namespace vavae::cli

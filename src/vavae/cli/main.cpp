@@ -1,0 +1,61 @@
+// vavae: train and run VA-VAE image tokenizers.
+#include <iostream>
+
+#include "vavae/cli/common.h"
+#include "vavae/common/error.h"
+#include "vavae/common/runtime.h"
+#include "vavae/config/model_config.h"
+#include "vavae/io/weights.h"
+
+namespace vavae::cli {
+
+void add_runtime_options(CLI::App& app, RuntimeOptions& options) {
+  app.add_option("--threads", options.threads, "CPU threads for LibTorch (0 = all cores)")->capture_default_str();
+  app.add_option("--device", options.device, "cpu, cuda or auto")->capture_default_str();
+}
+
+torch::Device apply_runtime_options(const RuntimeOptions& options) {
+  configure_threads(options.threads);
+  return resolve_device(options.device);
+}
+
+void add_model_options(CLI::App& app, ModelOptions& options) {
+  app.add_option("--config", options.config, "model config (YAML or JSON, upstream layout)")->required();
+  app.add_option("--weights", options.weights, "weights: safetensors or a torch checkpoint (.pt/.pth/.ckpt)")->required();
+  app.add_flag("--partial", options.partial, "accept weights that miss some model tensors");
+}
+
+nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device) {
+  nn::AutoencoderKL model(config::load_autoencoder_config(options.config));
+  const io::WeightFile weights = io::read_weights(options.weights);
+  io::LoadOptions load;
+  load.partial = options.partial;
+  const io::LoadReport report = io::load_into(*model, weights, load);
+  std::cerr << options.weights << ": " << report.summary() << "\n";
+  model->to(device);
+  model->eval();
+  return model;
+}
+
+}  // namespace vavae::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"vavae: train and run VA-VAE image tokenizers (LDM AutoencoderKL + VF loss)"};
+  app.require_subcommand(1);
+  vavae::cli::add_inspect_command(app);
+  vavae::cli::add_codec_commands(app);
+  vavae::cli::add_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const vavae::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    std::cerr << "error: " << msg.substr(0, msg.find('\n')) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,153 @@
+#include "vavae/io/image.h"
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_HDR
+#define STBI_NO_LINEAR
+#include <stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "vavae/common/error.h"
+#include "vavae/io/files.h"
+
+namespace vavae::io {
+namespace {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor to_nchw_float(const Image& image) {
+  return torch::from_blob(const_cast<uint8_t*>(image.rgb.data()), {1, image.height, image.width, 3}, torch::kUInt8)
+      .permute({0, 3, 1, 2})
+      .to(torch::kFloat32);
+}
+
+Image from_nchw_float(const torch::Tensor& x) {  // [1, 3, H, W], values in [0, 255]
+  Image out;
+  out.height = x.size(2);
+  out.width = x.size(3);
+  torch::Tensor u8 = x.round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
+  out.rgb.assign(u8.data_ptr<uint8_t>(), u8.data_ptr<uint8_t>() + u8.numel());
+  return out;
+}
+
+bool is_image_file(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+}  // namespace
+
+Image read_image(const std::string& path) {
+  int w = 0, h = 0, channels = 0;
+  stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &channels, 3);
+  if (!pixels) throw Error(path + ": cannot read image: " + stbi_failure_reason());
+  Image image;
+  image.height = h;
+  image.width = w;
+  image.rgb.assign(pixels, pixels + static_cast<size_t>(w) * h * 3);
+  stbi_image_free(pixels);
+  return image;
+}
+
+void write_png(const std::string& path, const Image& image) {
+  std::string encoded;
+  auto append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+  };
+  if (!stbi_write_png_to_func(append, &encoded, static_cast<int>(image.width), static_cast<int>(image.height), 3,
+                              image.rgb.data(), static_cast<int>(image.width * 3)))
+    throw Error(path + ": PNG encoding failed");
+  write_file_atomically(path, [&](std::ostream& out) { out.write(encoded.data(), static_cast<std::streamsize>(encoded.size())); });
+}
+
+std::vector<std::string> list_images(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return {path};
+  if (!fs::is_directory(path, ec)) throw Error(path + ": no such image file or folder");
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.is_regular_file() && is_image_file(entry.path())) files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(path + ": folder holds no PNG or JPEG images");
+  return files;
+}
+
+Image center_crop_resize(const Image& image, int64_t size) {
+  if (size <= 0) throw Error("resolution must be positive, got " + std::to_string(size));
+  if (image.height == size && image.width == size) return image;
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = to_nchw_float(image);
+  while (std::min(x.size(2), x.size(3)) >= 2 * size)
+    x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{x.size(2) / 2, x.size(3) / 2}).mode(torch::kArea));
+  const double scale = static_cast<double>(size) / static_cast<double>(std::min(x.size(2), x.size(3)));
+  const int64_t h = std::max<int64_t>(size, std::llround(x.size(2) * scale));
+  const int64_t w = std::max<int64_t>(size, std::llround(x.size(3) * scale));
+  if (h != x.size(2) || w != x.size(3))
+    x = F::interpolate(x, F::InterpolateFuncOptions()
+                              .size(std::vector<int64_t>{h, w})
+                              .mode(torch::kBicubic)
+                              .align_corners(false)
+                              .antialias(true));
+  x = x.round().clamp(0, 255);
+  const int64_t top = (h - size) / 2, left = (w - size) / 2;
+  return from_nchw_float(x.slice(2, top, top + size).slice(3, left, left + size));
+}
+
+torch::Tensor images_to_tensor(const std::vector<Image>& images) {
+  if (images.empty()) throw Error("no images to convert");
+  static const std::array<float, 256> kTable = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(static_cast<double>(i) / 127.5 - 1.0);
+    return t;
+  }();
+  const int64_t h = images[0].height, w = images[0].width;
+  torch::Tensor out = torch::empty({static_cast<int64_t>(images.size()), 3, h, w}, torch::kFloat32);
+  float* dst = out.data_ptr<float>();
+  for (size_t b = 0; b < images.size(); ++b) {
+    const Image& img = images[b];
+    if (img.height != h || img.width != w) throw Error("images in one batch differ in size");
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < h * w; ++i) dst[((b * 3) + c) * h * w + i] = kTable[img.rgb[i * 3 + c]];
+  }
+  return out;
+}
+
+std::vector<Image> tensor_to_images(const torch::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != 3) throw Error("expected images as [B,3,H,W]");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor pixels = (x.detach().to(torch::kCPU, torch::kFloat32) + 1.0) * 127.5;
+  std::vector<Image> out;
+  for (int64_t b = 0; b < x.size(0); ++b) out.push_back(from_nchw_float(pixels.slice(0, b, b + 1)));
+  return out;
+}
+
+Image make_grid(const std::vector<std::vector<Image>>& rows) {
+  const int64_t gap = 2;
+  if (rows.empty() || rows[0].empty()) throw Error("empty image grid");
+  const int64_t h = rows[0][0].height, w = rows[0][0].width;
+  size_t cols = 0;
+  for (const auto& r : rows) cols = std::max(cols, r.size());
+  Image grid;
+  grid.height = static_cast<int64_t>(rows.size()) * (h + gap) + gap;
+  grid.width = static_cast<int64_t>(cols) * (w + gap) + gap;
+  grid.rgb.assign(static_cast<size_t>(grid.height * grid.width * 3), 255);
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (size_t c = 0; c < rows[r].size(); ++c) {
+      const Image& img = rows[r][c];
+      if (img.height != h || img.width != w) throw Error("images in a grid differ in size");
+      const int64_t y0 = gap + static_cast<int64_t>(r) * (h + gap), x0 = gap + static_cast<int64_t>(c) * (w + gap);
+      for (int64_t y = 0; y < h; ++y)
+        std::memcpy(&grid.rgb[((y0 + y) * grid.width + x0) * 3], &img.rgb[y * w * 3], static_cast<size_t>(w * 3));
+    }
+  return grid;
+}
+
+}  // namespace vavae::io

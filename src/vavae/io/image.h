@@ -1,0 +1,36 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vavae::io {
+
+// An 8-bit RGB image, row-major HWC.
+struct Image {
+  int64_t height = 0, width = 0;
+  std::vector<uint8_t> rgb;
+};
+
+Image read_image(const std::string& path);  // PNG, JPEG, BMP, ...; grayscale/alpha -> RGB
+void write_png(const std::string& path, const Image& image);  // atomic
+
+// A file, or the image files (png/jpg/jpeg/bmp) directly inside a folder, sorted by name.
+std::vector<std::string> list_images(const std::string& path);
+
+// Shorter side to `size`, then centre crop to size x size, the way the ADM/LightningDiT data
+// pipeline does it: halve with a box filter while the short side is >= 2*size, then bicubic
+// (antialiased, PIL's a = -0.5) to the exact size, round to 8 bit, crop the centre.
+Image center_crop_resize(const Image& image, int64_t size);
+
+// [B, 3, H, W] float32 in [-1, 1] as float32(double(u8) / 127.5 - 1) (the exact fixture mapping).
+torch::Tensor images_to_tensor(const std::vector<Image>& images);
+
+// [B, 3, H, W] in [-1, 1] -> 8-bit images: round((x + 1) * 127.5), clamped to [0, 255].
+std::vector<Image> tensor_to_images(const torch::Tensor& x);
+
+// Rows of equally sized images tiled with a 2-pixel white gap.
+Image make_grid(const std::vector<std::vector<Image>>& rows);
+
+}  // namespace vavae::io

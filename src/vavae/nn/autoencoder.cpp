@@ -1,0 +1,202 @@
+#include "vavae/nn/autoencoder.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace vavae::nn {
+namespace {
+
+namespace F = torch::nn::functional;
+
+torch::nn::GroupNorm normalize(int64_t channels) {
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6).affine(true));
+}
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+}
+
+// Upstream writes x * sigmoid(x); the fused SiLU is the same function with one rounding less.
+torch::Tensor nonlinearity(const torch::Tensor& x) { return torch::silu(x); }
+
+bool contains(const std::vector<int64_t>& v, int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+}  // namespace
+
+ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, double p) {
+  norm1 = register_module("norm1", normalize(in));
+  conv1 = register_module("conv1", conv(in, out, 3, 1, 1));
+  norm2 = register_module("norm2", normalize(out));
+  dropout = register_module("dropout", torch::nn::Dropout(p));
+  conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
+  if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
+}
+
+torch::Tensor ResnetBlockImpl::forward(torch::Tensor x) {
+  torch::Tensor h = conv1(nonlinearity(norm1(x)));
+  h = conv2(dropout(nonlinearity(norm2(h))));
+  if (nin_shortcut) x = nin_shortcut(x);
+  return x + h;
+}
+
+AttnBlockImpl::AttnBlockImpl(int64_t channels) {
+  norm = register_module("norm", normalize(channels));
+  q = register_module("q", conv(channels, channels, 1));
+  k = register_module("k", conv(channels, channels, 1));
+  v = register_module("v", conv(channels, channels, 1));
+  proj_out = register_module("proj_out", conv(channels, channels, 1));
+}
+
+torch::Tensor AttnBlockImpl::forward(torch::Tensor x) {
+  const torch::Tensor h = norm(x);
+  const int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+  const torch::Tensor query = q(h).reshape({b, c, hw}).permute({0, 2, 1});  // [B, N, C]
+  const torch::Tensor key = k(h).reshape({b, c, hw});                       // [B, C, N]
+  const torch::Tensor value = v(h).reshape({b, c, hw});                     // [B, C, N]
+  const torch::Tensor weights =
+      torch::softmax(torch::bmm(query, key) * std::pow(static_cast<double>(c), -0.5), 2);  // [B, Nq, Nk]
+  const torch::Tensor out = torch::bmm(value, weights.permute({0, 2, 1})).reshape(x.sizes());  // [B, C, N]
+  return x + proj_out(out);
+}
+
+DownsampleImpl::DownsampleImpl(int64_t channels) { conv = register_module("conv", nn::conv(channels, channels, 3, 2, 0)); }
+
+torch::Tensor DownsampleImpl::forward(torch::Tensor x) {
+  return conv(F::pad(x, F::PadFuncOptions({0, 1, 0, 1}).mode(torch::kConstant).value(0)));
+}
+
+UpsampleImpl::UpsampleImpl(int64_t channels) { conv = register_module("conv", nn::conv(channels, channels, 3, 1, 1)); }
+
+torch::Tensor UpsampleImpl::forward(torch::Tensor x) {
+  return conv(F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest)));
+}
+
+MidImpl::MidImpl(int64_t channels, double dropout) {
+  block_1 = register_module("block_1", ResnetBlock(channels, channels, dropout));
+  attn_1 = register_module("attn_1", AttnBlock(channels));
+  block_2 = register_module("block_2", ResnetBlock(channels, channels, dropout));
+}
+
+torch::Tensor MidImpl::forward(torch::Tensor x) { return block_2(attn_1(block_1(x))); }
+
+namespace {
+
+// The blocks of one level, each followed by its attention block where the level has them.
+torch::Tensor run_level(LevelImpl& level, torch::Tensor h) {
+  for (size_t i = 0; i < level.block->size(); ++i) {
+    h = level.block[i]->as<ResnetBlock>()->forward(h);
+    if (!level.attn->is_empty()) h = level.attn[i]->as<AttnBlock>()->forward(h);
+  }
+  return h;
+}
+
+}  // namespace
+
+EncoderImpl::EncoderImpl(const AutoencoderConfig& c) {
+  conv_in = register_module("conv_in", conv(c.in_channels, c.ch, 3, 1, 1));
+  down = register_module("down", torch::nn::ModuleList());
+  int64_t resolution = c.resolution;
+  int64_t block_in = c.ch;
+  const size_t levels = c.ch_mult.size();
+  for (size_t i = 0; i < levels; ++i) {
+    Level level;
+    level->block = level->register_module("block", torch::nn::ModuleList());
+    level->attn = level->register_module("attn", torch::nn::ModuleList());
+    const int64_t block_out = c.ch * c.ch_mult[i];
+    for (int64_t j = 0; j < c.num_res_blocks; ++j) {
+      level->block->push_back(ResnetBlock(block_in, block_out, c.dropout));
+      block_in = block_out;
+      if (contains(c.attn_resolutions, resolution)) level->attn->push_back(AttnBlock(block_in));
+    }
+    if (i + 1 != levels) {
+      level->downsample = level->register_module("downsample", Downsample(block_in));
+      resolution /= 2;
+    }
+    down->push_back(level);
+  }
+  mid = register_module("mid", Mid(block_in, c.dropout));
+  norm_out = register_module("norm_out", normalize(block_in));
+  conv_out = register_module("conv_out", conv(block_in, c.double_z ? 2 * c.z_channels : c.z_channels, 3, 1, 1));
+}
+
+torch::Tensor EncoderImpl::forward(torch::Tensor x) {
+  torch::Tensor h = conv_in(x);
+  for (const auto& module : *down) {
+    auto& level = *module->as<Level>();
+    h = run_level(level, h);
+    if (level.downsample) h = level.downsample(h);
+  }
+  h = mid(h);
+  return conv_out(nonlinearity(norm_out(h)));
+}
+
+DecoderImpl::DecoderImpl(const AutoencoderConfig& c) {
+  const size_t levels = c.ch_mult.size();
+  int64_t block_in = c.ch * c.ch_mult.back();
+  int64_t resolution = c.resolution >> (levels - 1);
+  conv_in = register_module("conv_in", conv(c.z_channels, block_in, 3, 1, 1));
+  mid = register_module("mid", Mid(block_in, c.dropout));
+  // Built from the lowest resolution up, registered as up.0 (highest resolution) .. up.L-1.
+  std::vector<Level> built(levels, Level(nullptr));
+  for (size_t i = levels; i-- > 0;) {
+    Level level;
+    level->block = level->register_module("block", torch::nn::ModuleList());
+    level->attn = level->register_module("attn", torch::nn::ModuleList());
+    const int64_t block_out = c.ch * c.ch_mult[i];
+    for (int64_t j = 0; j <= c.num_res_blocks; ++j) {
+      level->block->push_back(ResnetBlock(block_in, block_out, c.dropout));
+      block_in = block_out;
+      if (contains(c.attn_resolutions, resolution)) level->attn->push_back(AttnBlock(block_in));
+    }
+    if (i != 0) {
+      level->upsample = level->register_module("upsample", Upsample(block_in));
+      resolution *= 2;
+    }
+    built[i] = level;
+  }
+  up = register_module("up", torch::nn::ModuleList());
+  for (auto& level : built) up->push_back(level);
+  norm_out = register_module("norm_out", normalize(block_in));
+  conv_out = register_module("conv_out", conv(block_in, c.out_ch, 3, 1, 1));
+}
+
+torch::Tensor DecoderImpl::forward(torch::Tensor z) {
+  torch::Tensor h = mid(conv_in(z));
+  for (size_t i = up->size(); i-- > 0;) {
+    auto& level = *up[i]->as<Level>();
+    h = run_level(level, h);
+    if (level.upsample) h = level.upsample(h);
+  }
+  return conv_out(nonlinearity(norm_out(h)));
+}
+
+DiagonalGaussian::DiagonalGaussian(const torch::Tensor& moments) {
+  auto halves = moments.chunk(2, 1);
+  mean = halves[0];
+  logvar = torch::clamp(halves[1], -30.0, 20.0);
+  std = torch::exp(0.5 * logvar);
+  var = torch::exp(logvar);
+}
+
+torch::Tensor DiagonalGaussian::sample(c10::optional<torch::Generator> generator) const {
+  const torch::Tensor noise = at::randn(mean.sizes(), generator, torch::TensorOptions().dtype(mean.dtype()));
+  return sample_with(noise.to(mean.device()));
+}
+
+torch::Tensor DiagonalGaussian::kl() const {
+  return 0.5 * torch::sum(torch::pow(mean, 2) + var - 1.0 - logvar, {1, 2, 3});
+}
+
+AutoencoderKLImpl::AutoencoderKLImpl(const AutoencoderConfig& c) : config(c) {
+  encoder = register_module("encoder", Encoder(c));
+  decoder = register_module("decoder", Decoder(c));
+  const int64_t moments_in = c.double_z ? 2 * c.z_channels : c.z_channels;
+  quant_conv = register_module("quant_conv", conv(moments_in, 2 * c.embed_dim, 1));
+  post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
+}
+
+torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) { return quant_conv(encoder(x)); }
+
+torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) { return decoder(post_quant_conv(z)); }
+
+}  // namespace vavae::nn

@@ -1,0 +1,63 @@
+#pragma once
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+#include "test_paths.h"
+
+#include "vavae/common/runtime.h"
+#include "vavae/io/safetensors.h"
+
+namespace vavae::test {
+
+// The fixture folder: $VAVAE_FIXTURES, else ../shared/fixtures beside the checkout.
+inline std::string fixtures_dir() {
+  const char* env = std::getenv("VAVAE_FIXTURES");
+  return env && *env ? env : VAVAE_DEFAULT_FIXTURES;
+}
+inline std::string fixture(const std::string& relative) { return fixtures_dir() + "/" + relative; }
+
+inline nlohmann::json read_json(const std::string& relative) {
+  std::ifstream in(fixture(relative));
+  if (!in) throw std::runtime_error("missing fixture " + fixture(relative));
+  return nlohmann::json::parse(in);
+}
+
+inline std::string scratch_dir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "vavae_" + name + "_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+struct Tolerance {
+  double atol = 0, rtol = 0;
+};
+
+// The tolerance a fixture's meta.json suggests for one stored tensor (10x its float32-vs-float64 gap).
+inline Tolerance tolerance_from(const nlohmann::json& meta, const std::string& name) {
+  const auto& t = meta.at("tolerances").at(name);
+  return {t.at("suggested_atol").get<double>(), t.at("suggested_rtol").get<double>()};
+}
+
+// |actual - expected| <= atol + rtol * |expected| everywhere, with the worst element reported.
+inline ::testing::AssertionResult all_close(const torch::Tensor& actual, const torch::Tensor& expected, Tolerance tol) {
+  if (actual.sizes() != expected.sizes())
+    return ::testing::AssertionFailure() << "shape " << shape_string(actual.sizes()) << " vs expected "
+                                         << shape_string(expected.sizes());
+  const torch::Tensor a = actual.detach().to(torch::kCPU, torch::kFloat64);
+  const torch::Tensor e = expected.detach().to(torch::kCPU, torch::kFloat64);
+  const torch::Tensor excess = (a - e).abs() - (tol.atol + tol.rtol * e.abs());
+  if (a.numel() == 0 || excess.max().item<double>() <= 0) return ::testing::AssertionSuccess();
+  const int64_t worst = excess.flatten().argmax().item<int64_t>();
+  return ::testing::AssertionFailure() << "element " << worst << ": " << a.flatten()[worst].item<double>() << " vs expected "
+                                       << e.flatten()[worst].item<double>() << " (atol " << tol.atol << ", rtol " << tol.rtol
+                                       << ", max |diff| " << (a - e).abs().max().item<double>() << ")";
+}
+
+}  // namespace vavae::test

@@ -1,0 +1,123 @@
+// The vavae executable end to end on the fixture model: every subcommand, and clear errors.
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fixtures.h"
+#include "vavae/io/image.h"
+
+namespace vavae::test {
+namespace {
+
+struct CliResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+CliResult vavae(const std::string& args) {
+  static int calls = 0;
+  const std::string log = scratch_dir("cli") + "/" + std::to_string(++calls) + ".log";
+  const std::string command = std::string(VAVAE_EXE) + " " + args + " > " + log + " 2>&1";
+  CliResult r;
+  const int raw = std::system(command.c_str());
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  std::ifstream in(log);
+  r.output.assign(std::istreambuf_iterator<char>(in), {});
+  return r;
+}
+
+std::string model_args() {
+  return "--threads 2 --config " + fixture("autoencoder/config.json") + " --weights " + fixture("autoencoder/weights.safetensors");
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = scratch_dir("cli_run");
+    images = dir + "/images";
+    std::filesystem::create_directories(images);
+    for (int i = 0; i < 2; ++i)
+      std::filesystem::copy_file(fixture("autoencoder/input_" + std::to_string(i) + ".png"),
+                                 images + "/input_" + std::to_string(i) + ".png",
+                                 std::filesystem::copy_options::overwrite_existing);
+    meta = read_json("autoencoder/meta.json");
+    expected = std::make_unique<io::SafetensorsReader>(fixture("autoencoder/tensors.safetensors"));
+  }
+  std::string dir, images;
+  nlohmann::json meta;
+  std::unique_ptr<io::SafetensorsReader> expected;
+};
+
+TEST_F(Cli, EncodeDecodeRoundTripMatchesTheFixture) {
+  const CliResult enc = vavae("encode " + model_args() + " --input " + images + " --output " + dir + "/lat.safetensors --mode");
+  ASSERT_EQ(enc.status, 0) << enc.output;
+  io::SafetensorsReader lat(dir + "/lat.safetensors");
+  EXPECT_TRUE(all_close(lat.tensor("mean"), expected->tensor("mean"), tolerance_from(meta, "mean")));
+  EXPECT_TRUE(all_close(lat.tensor("logvar"), expected->tensor("logvar"), tolerance_from(meta, "logvar")));
+  EXPECT_TRUE(torch::equal(lat.tensor("z"), lat.tensor("mean")));
+
+  const CliResult dec = vavae("decode " + model_args() + " --input " + dir + "/lat.safetensors --output " + dir + "/x.safetensors");
+  ASSERT_EQ(dec.status, 0) << dec.output;
+  EXPECT_TRUE(all_close(io::SafetensorsReader(dir + "/x.safetensors").tensor("x"), expected->tensor("dec_mode"),
+                        tolerance_from(meta, "dec_mode")));
+
+  const CliResult png = vavae("decode " + model_args() + " --input " + dir + "/lat.safetensors --output " + dir + "/png");
+  ASSERT_EQ(png.status, 0) << png.output;
+  const io::Image first = io::read_image(dir + "/png/input_0.png");
+  EXPECT_EQ(first.height, 32);
+  EXPECT_EQ(first.width, 32);
+
+  const CliResult sampled = vavae("encode " + model_args() + " --input " + images + " --output " + dir + "/s.safetensors --seed 7");
+  ASSERT_EQ(sampled.status, 0) << sampled.output;
+  EXPECT_FALSE(torch::equal(io::SafetensorsReader(dir + "/s.safetensors").tensor("z"), lat.tensor("mean")));
+}
+
+TEST_F(Cli, ReconstructWritesImagesGridAndMetrics) {
+  const CliResult r = vavae("reconstruct " + model_args() + " --input " + images + " --output " + dir + "/rec");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("mean"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/rec/input_0.png"));
+  const io::Image grid = io::read_image(dir + "/rec/grid.png");
+  EXPECT_EQ(grid.height, 2 * (32 + 2) + 2);
+  std::ifstream in(dir + "/rec/metrics.json");
+  const auto metrics = nlohmann::json::parse(in);
+  EXPECT_EQ(metrics.at("images").size(), 2u);
+  EXPECT_TRUE(metrics.at("mean_psnr").is_number());
+}
+
+TEST_F(Cli, InspectReadsEveryFormat) {
+  for (const std::string f : {"checkpoints/state_dict.pt", "checkpoints/legacy.pth", "checkpoints/lightning.ckpt",
+                              "autoencoder/weights.safetensors"}) {
+    const CliResult r = vavae("inspect " + fixture(f));
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("LDM AutoencoderKL"), std::string::npos) << f << "\n" << r.output;
+  }
+  const CliResult ckpt = vavae("inspect --summary " + fixture("checkpoints/lightning.ckpt"));
+  EXPECT_NE(ckpt.output.find("tensors at state_dict"), std::string::npos) << ckpt.output;
+}
+
+TEST_F(Cli, BadInputGivesOneLineErrorAndNonZeroExit) {
+  auto expect_failure = [&](const std::string& args, const std::string& needle) {
+    const CliResult r = vavae(args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.find("Exception raised from"), std::string::npos) << "stack trace leaked:\n" << r.output;
+  };
+  std::ofstream(dir + "/broken.png") << "not an image";
+  expect_failure("encode " + model_args() + " --input " + dir + "/broken.png --output " + dir + "/o.safetensors", "broken.png");
+  expect_failure("encode " + model_args() + " --input " + images + " --resolution 34 --output " + dir + "/o.safetensors",
+                 "not divisible by the model's downsampling factor 4");
+  expect_failure("inspect " + dir + "/missing.safetensors", "missing.safetensors");
+  expect_failure("encode --threads 2 --config " + fixture("autoencoder/config.json") + " --weights " + fixture("checkpoints/state_dict.pt") +
+                     " --input " + images + " --output " + dir + "/o.safetensors",
+                 "shape mismatch for encoder.norm_out.weight [32] vs model [64]");
+  expect_failure("decode " + model_args() + " --input " + fixture("autoencoder/tensors.safetensors") + " --key x --output " + dir + "/d",
+                 "tensor 'x' has shape [2,3,32,32]");
+  expect_failure("decode " + model_args() + " --input " + fixture("autoencoder/tensors.safetensors") + " --key nope --output " + dir + "/d",
+                 "no tensor named 'nope'");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/o.safetensors"));
+}
+
+}  // namespace
+}  // namespace vavae::test

@@ -17,7 +17,8 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride =
 }
 
 // Upstream writes x * sigmoid(x); the fused SiLU is the same function with one rounding less.
-torch::Tensor nonlinearity(const torch::Tensor& x) { return torch::silu(x); }
+// `x` is always a fresh GroupNorm output, so without autograd it is overwritten in place.
+torch::Tensor nonlinearity(torch::Tensor x) { return torch::GradMode::is_enabled() ? torch::silu(x) : torch::silu_(x); }
 
 bool contains(const std::vector<int64_t>& v, int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
@@ -36,7 +37,7 @@ torch::Tensor ResnetBlockImpl::forward(torch::Tensor x) {
   torch::Tensor h = conv1(nonlinearity(norm1(x)));
   h = conv2(dropout(nonlinearity(norm2(h))));
   if (nin_shortcut) x = nin_shortcut(x);
-  return x + h;
+  return h.add_(x);  // in place on the conv output, which no backward formula needs
 }
 
 AttnBlockImpl::AttnBlockImpl(int64_t channels) {
@@ -56,7 +57,7 @@ torch::Tensor AttnBlockImpl::forward(torch::Tensor x) {
   const torch::Tensor weights =
       torch::softmax(torch::bmm(query, key) * std::pow(static_cast<double>(c), -0.5), 2);  // [B, Nq, Nk]
   const torch::Tensor out = torch::bmm(value, weights.permute({0, 2, 1})).reshape(x.sizes());  // [B, C, N]
-  return x + proj_out(out);
+  return proj_out(out).add_(x);
 }
 
 DownsampleImpl::DownsampleImpl(int64_t channels) { conv = register_module("conv", nn::conv(channels, channels, 3, 2, 0)); }

@@ -46,7 +46,8 @@ void find_state_dict(const pickle::ValuePtr& top, WeightFile& out) {
   out.tensors = tensors_of(top);
 }
 
-const char* kKnownPrefixes[] = {"first_stage_model.", "model.", "module.", "vae.", "autoencoder."};
+const char* kKnownPrefixes[] = {"first_stage_model.", "model.", "module.", "vae.", "autoencoder.",
+                                "loss.perceptual_loss.", "loss.discriminator."};
 
 std::string first_part(const std::string& key) { return key.substr(0, key.find('.')); }
 

@@ -1,0 +1,132 @@
+// LPIPS and the PatchGAN discriminator against the taming-transformers fixtures.
+#include "fixtures.h"
+#include "vavae/common/error.h"
+#include "vavae/io/weights.h"
+#include "vavae/nn/lpips.h"
+#include "vavae/nn/patchgan.h"
+
+namespace vavae::test {
+namespace {
+
+class LPIPSFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nn::load_lpips(*lpips, fixture("lpips/weights.safetensors"));
+    tensors = std::make_unique<io::SafetensorsReader>(fixture("lpips/tensors.safetensors"));
+    meta = read_json("lpips/meta.json");
+  }
+  nn::LPIPS lpips;
+  std::unique_ptr<io::SafetensorsReader> tensors;
+  nlohmann::json meta;
+};
+
+TEST_F(LPIPSFixture, ReproducesDistancesLayerTermsAndScaling) {
+  const torch::Tensor x0 = tensors->tensor("x0"), x1 = tensors->tensor("x1");
+  EXPECT_TRUE(all_close(lpips->scale_input(x0), tensors->tensor("scaled_x0"), {1e-6, 1e-6}));
+  std::vector<torch::Tensor> layers;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor d = lpips->forward(x0, x1, &layers);
+  EXPECT_TRUE(all_close(d, tensors->tensor("lpips"), tolerance_from(meta, "lpips")));
+  ASSERT_EQ(layers.size(), 5u);
+  for (size_t k = 0; k < 5; ++k) {
+    const std::string name = "layer" + std::to_string(k);
+    EXPECT_TRUE(all_close(layers[k], tensors->tensor(name), tolerance_from(meta, name))) << name;
+  }
+}
+
+TEST_F(LPIPSFixture, GradientFlowsToTheInputOnlyAndMatchesFiniteDifferences) {
+  const torch::Tensor x0 = tensors->tensor("x0");
+  const torch::Tensor x1 = tensors->tensor("x1").requires_grad_(true);
+  const torch::Tensor grad = torch::autograd::grad({lpips->forward(x0, x1).sum()}, {x1})[0];
+  EXPECT_TRUE(all_close(grad, tensors->tensor("grad_x1"), tolerance_from(meta, "grad_x1")));
+  for (const auto& p : lpips->parameters()) EXPECT_FALSE(p.requires_grad());
+
+  // Central differences in float64 along the gradient direction.
+  nn::LPIPS lpips64;
+  nn::load_lpips(*lpips64, fixture("lpips/weights.safetensors"));
+  lpips64->to(torch::kFloat64);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = x0.to(torch::kFloat64), b = x1.detach().to(torch::kFloat64);
+  const torch::Tensor direction = grad.to(torch::kFloat64) / grad.norm().item<double>();
+  const double h = 1e-4;
+  const double numeric = ((lpips64->forward(a, b + h * direction).sum() - lpips64->forward(a, b - h * direction).sum()) / (2 * h)).item<double>();
+  const double analytic = (grad.to(torch::kFloat64) * direction).sum().item<double>();
+  EXPECT_NEAR(numeric, analytic, 1e-4 * std::abs(analytic));
+}
+
+TEST(LPIPS, LoadsTorchvisionVggPlusLinearHeads) {
+  // Write the fixture weights in the two layouts people download: torchvision's vgg16 state dict
+  // and the LPIPS heads file, then load them and compare with the single-file load.
+  nn::LPIPS reference;
+  nn::load_lpips(*reference, fixture("lpips/weights.safetensors"));
+  io::NamedTensors vgg, heads;
+  for (const auto& [k, t] : io::state_dict(*reference)) {
+    if (k.rfind("net.slice", 0) == 0) vgg.emplace_back("features." + k.substr(k.find('.', 4) + 1), t);
+    if (k.rfind("lin", 0) == 0) heads.emplace_back(k, t);
+  }
+  vgg.emplace_back("classifier.0.weight", torch::zeros({4, 4}));
+  const std::string dir = scratch_dir("lpips");
+  io::write_safetensors(dir + "/vgg16.safetensors", vgg);
+  io::write_safetensors(dir + "/heads.safetensors", heads);
+  nn::LPIPS split;
+  nn::load_lpips(*split, dir + "/vgg16.safetensors", dir + "/heads.safetensors");
+  for (const auto& [k, t] : io::state_dict(*reference))
+    EXPECT_TRUE(torch::equal(t, split->named_parameters(true).contains(k) ? split->named_parameters()[k] : split->named_buffers()[k])) << k;
+  EXPECT_THROW(nn::load_lpips(*split, dir + "/vgg16.safetensors"), Error);
+}
+
+class PatchGANFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto settings = read_json("discriminator/meta.json").at("settings");
+    nn::PatchGANConfig c;
+    c.input_nc = settings.at("input_nc");
+    c.ndf = settings.at("ndf");
+    c.n_layers = settings.at("n_layers");
+    c.use_actnorm = settings.at("use_actnorm");
+    disc = nn::PatchGAN(c);
+    io::load_into(*disc, io::read_weights(fixture("discriminator/weights.safetensors")));
+    tensors = std::make_unique<io::SafetensorsReader>(fixture("discriminator/tensors.safetensors"));
+    meta = read_json("discriminator/meta.json");
+  }
+  nn::PatchGAN disc{nullptr};
+  std::unique_ptr<io::SafetensorsReader> tensors;
+  nlohmann::json meta;
+};
+
+TEST_F(PatchGANFixture, EvalModeUsesRunningStatistics) {
+  disc->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(all_close(disc->forward(tensors->tensor("x")), tensors->tensor("out_eval"), tolerance_from(meta, "out_eval")));
+}
+
+TEST_F(PatchGANFixture, TrainModeUsesBatchStatisticsAndUpdatesRunningOnes) {
+  disc->train();
+  const torch::Tensor x = tensors->tensor("x").requires_grad_(true);
+  const torch::Tensor out = disc->forward(x);
+  EXPECT_TRUE(all_close(out, tensors->tensor("out_train"), tolerance_from(meta, "out_train")));
+  const torch::Tensor grad = torch::autograd::grad({(out * tensors->tensor("R")).sum()}, {x})[0];
+  EXPECT_TRUE(all_close(grad, tensors->tensor("grad_x_train"), tolerance_from(meta, "grad_x_train")));
+  const auto buffers = disc->named_buffers();
+  for (const auto& entry : tensors->entries()) {
+    if (entry.name.rfind("after_train.", 0) != 0) continue;
+    const std::string name = entry.name.substr(12);
+    EXPECT_TRUE(all_close(buffers[name], tensors->tensor(entry.name), tolerance_from(meta, entry.name))) << name;
+  }
+  EXPECT_EQ(buffers["main.3.num_batches_tracked"].item<int64_t>(), 8);
+}
+
+TEST(PatchGAN, HasUpstreamNamesAndInitialisation) {
+  torch::manual_seed(0);
+  nn::PatchGAN disc(nn::PatchGANConfig{});
+  const auto params = disc->named_parameters();
+  for (const char* key : {"main.0.weight", "main.0.bias", "main.2.weight", "main.3.weight", "main.3.bias", "main.11.weight", "main.11.bias"})
+    EXPECT_TRUE(params.contains(key)) << key;
+  EXPECT_FALSE(params.contains("main.2.bias"));
+  EXPECT_NEAR(params["main.2.weight"].std().item<double>(), 0.02, 0.002);
+  EXPECT_NEAR(params["main.3.weight"].mean().item<double>(), 1.0, 0.01);
+  EXPECT_EQ(disc->forward(torch::zeros({1, 3, 64, 64})).sizes(), (std::vector<int64_t>{1, 1, 6, 6}));
+}
+
+}  // namespace
+}  // namespace vavae::test

@@ -1,0 +1,139 @@
+// The full VA-VAE objective against the loss_step fixture: both branches, every logged value and
+// the parameter gradients (which show that d_weight and vf_weight are treated as constants).
+#include "fixtures.h"
+#include "vavae/config/model_config.h"
+#include "vavae/io/weights.h"
+#include "vavae/loss/objective.h"
+#include "vavae/nn/autoencoder.h"
+
+namespace vavae::test {
+namespace {
+
+class ObjectiveFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    values = read_json("loss_step/values.json");
+    meta = read_json("loss_step/meta.json");
+    const auto& s = values.at("settings");
+    loss::ObjectiveConfig c;
+    c.disc_start = s.at("disc_start");
+    c.logvar_init = s.at("logvar_init");
+    c.kl_weight = s.at("kl_weight");
+    c.disc_num_layers = s.at("disc_num_layers");
+    c.disc_factor = s.at("disc_factor");
+    c.disc_weight = s.at("disc_weight");
+    c.perceptual_weight = s.at("perceptual_weight");
+    c.use_actnorm = s.at("use_actnorm");
+    c.disc_loss = s.at("disc_loss");
+    c.vf_weight = s.at("vf_weight");
+    c.adaptive_vf = s.at("adaptive_vf");
+    c.vf.cos_margin = s.at("cos_margin");
+    c.vf.distmat_margin = s.at("distmat_margin");
+    c.vf.cos_weight = s.at("cos_weight");
+    c.vf.distmat_weight = s.at("distmat_weight");
+    objective = loss::VAVAEObjective(c);
+
+    model = nn::AutoencoderKL(config::load_autoencoder_config(fixture("autoencoder/config.json")));
+    io::load_into(*model, io::read_weights(fixture("autoencoder/weights.safetensors")));
+    io::WeightFile loss_weights = io::read_weights(fixture("loss_step/weights.safetensors"));
+    io::NamedTensors objective_weights;
+    for (const auto& [k, t] : loss_weights.tensors) {
+      if (k == "linear_proj.weight") proj = t.clone().requires_grad_(true);
+      else objective_weights.emplace_back(k.substr(5), t);  // strip "loss."
+    }
+    for (const auto& [k, t] : io::read_weights(fixture("lpips/weights.safetensors")).tensors)
+      objective_weights.emplace_back("perceptual_loss." + k, t);
+    loss_weights.tensors = objective_weights;
+    io::load_into(*objective, loss_weights);
+    model->train();
+    objective->train();
+    inputs = std::make_unique<io::SafetensorsReader>(fixture("loss_step/inputs.safetensors"));
+    outputs = std::make_unique<io::SafetensorsReader>(fixture("loss_step/outputs.safetensors"));
+  }
+
+  loss::GeneratorInputs forward() {
+    const torch::Tensor x = inputs->tensor("x");
+    const nn::DiagonalGaussian posterior = model->encode(x);
+    const torch::Tensor z = posterior.sample_with(inputs->tensor("noise"));
+    loss::GeneratorInputs in;
+    in.images = x;
+    in.reconstructions = model->decode(z);
+    in.kl = posterior.kl();
+    in.z_proj = torch::conv2d(z, proj);
+    in.features = inputs->tensor("f");
+    in.decoder_last_layer = model->decoder->conv_out->weight;
+    in.encoder_last_layer = model->encoder->conv_out->weight;
+    return in;
+  }
+
+  torch::Tensor parameter(const std::string& name) {
+    if (name == "linear_proj.weight") return proj;
+    if (name.rfind("loss.", 0) == 0) return objective->named_parameters()[name.substr(5)];
+    return model->named_parameters()[name];
+  }
+
+  void expect_log(const loss::LogValues& log, const std::string& branch) {
+    for (const auto& [key, expected] : values.at("results").at(branch).at("log").items()) {
+      const std::string name = key.substr(6);  // strip "train/"
+      ASSERT_TRUE(log.count(name)) << name;
+      // Gradient-norm ratios (d_weight, vf_weight) carry the ~1e-5 relative noise of gradients.
+      const double rtol = name == "d_weight" || name == "vf_weight" ? 2e-4 : 2e-5;
+      EXPECT_NEAR(log.at(name), expected.get<double>(), 1e-6 + rtol * std::abs(expected.get<double>())) << branch << " " << name;
+    }
+  }
+
+  void expect_gradients(const torch::Tensor& loss, const std::string& branch) {
+    std::vector<std::string> names;
+    std::vector<torch::Tensor> params;
+    for (const auto& e : outputs->entries())
+      if (e.name.rfind(branch + ".grad.", 0) == 0) {
+        names.push_back(e.name);
+        params.push_back(parameter(e.name.substr(branch.size() + 6)));
+      }
+    ASSERT_FALSE(names.empty());
+    const auto grads = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+    for (size_t i = 0; i < names.size(); ++i) {
+      ASSERT_TRUE(grads[i].defined()) << names[i];
+      EXPECT_TRUE(all_close(grads[i], outputs->tensor(names[i]), tolerance_from(meta, names[i]))) << names[i];
+    }
+  }
+
+  nlohmann::json values, meta;
+  loss::VAVAEObjective objective{nullptr};
+  nn::AutoencoderKL model{nullptr};
+  torch::Tensor proj;
+  std::unique_ptr<io::SafetensorsReader> inputs, outputs;
+};
+
+TEST_F(ObjectiveFixture, ForwardMatchesReconstructionAndProjection) {
+  const loss::GeneratorInputs in = forward();
+  EXPECT_TRUE(all_close(in.reconstructions, outputs->tensor("recon"), tolerance_from(meta, "recon")));
+  EXPECT_TRUE(all_close(in.z_proj, outputs->tensor("z_proj"), tolerance_from(meta, "z_proj")));
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(all_close(objective->perceptual_loss->forward(in.images, in.reconstructions), outputs->tensor("p_loss"),
+                        tolerance_from(meta, "p_loss")));
+}
+
+TEST_F(ObjectiveFixture, GeneratorBeforeAndAfterDiscStart) {
+  for (const std::string branch : {"gen_before", "gen_after"}) {
+    SCOPED_TRACE(branch);
+    const loss::GeneratorInputs in = forward();
+    const int64_t step = values.at("results").at(branch).at("global_step");
+    const loss::StepResult r = objective->generator_loss(in, step);
+    EXPECT_TRUE(all_close(r.loss, outputs->tensor(branch + ".loss"), tolerance_from(meta, branch + ".loss")));
+    expect_log(r.log, branch);
+    expect_gradients(r.loss, branch);
+  }
+}
+
+TEST_F(ObjectiveFixture, DiscriminatorBranch) {
+  const loss::GeneratorInputs in = forward();
+  const int64_t step = values.at("results").at("disc").at("global_step");
+  const loss::StepResult r = objective->discriminator_loss(in.images, in.reconstructions, step);
+  EXPECT_TRUE(all_close(r.loss, outputs->tensor("disc.loss"), tolerance_from(meta, "disc.loss")));
+  expect_log(r.log, "disc");
+  expect_gradients(r.loss, "disc");
+}
+
+}  // namespace
+}  // namespace vavae::test

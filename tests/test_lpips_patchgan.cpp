@@ -73,6 +73,19 @@ TEST(LPIPS, LoadsTorchvisionVggPlusLinearHeads) {
   for (const auto& [k, t] : io::state_dict(*reference))
     EXPECT_TRUE(torch::equal(t, split->named_parameters(true).contains(k) ? split->named_parameters()[k] : split->named_buffers()[k])) << k;
   EXPECT_THROW(nn::load_lpips(*split, dir + "/vgg16.safetensors"), Error);
+  EXPECT_TRUE(split->has_weights());
+}
+
+TEST(LPIPS, RefusesToRunWithoutWeights) {
+  nn::LPIPS lpips;
+  EXPECT_FALSE(lpips->has_weights());
+  try {
+    lpips->forward(torch::zeros({1, 3, 16, 16}), torch::zeros({1, 3, 16, 16}));
+    ADD_FAILURE() << "ran without weights";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("LPIPS weights are not loaded"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(nn::load_lpips(*lpips, scratch_dir("lpips_missing") + "/vgg.pth"), Error);
 }
 
 class PatchGANFixture : public ::testing::Test {

@@ -1,6 +1,7 @@
 // The full VA-VAE objective against the loss_step fixture: both branches, every logged value and
 // the parameter gradients (which show that d_weight and vf_weight are treated as constants).
 #include "fixtures.h"
+#include "vavae/common/error.h"
 #include "vavae/config/model_config.h"
 #include "vavae/io/weights.h"
 #include "vavae/loss/objective.h"
@@ -133,6 +134,25 @@ TEST_F(ObjectiveFixture, DiscriminatorBranch) {
   EXPECT_TRUE(all_close(r.loss, outputs->tensor("disc.loss"), tolerance_from(meta, "disc.loss")));
   expect_log(r.log, "disc");
   expect_gradients(r.loss, "disc");
+}
+
+TEST(Objective, WorksWithoutLpipsWeightsOnlyWhenItsWeightIsZero) {
+  torch::manual_seed(2);
+  loss::ObjectiveConfig c;
+  c.disc_start = 100;
+  loss::VAVAEObjective objective(c);
+  objective->train();
+  loss::GeneratorInputs in;
+  in.images = torch::rand({2, 3, 32, 32}) * 2 - 1;
+  in.reconstructions = (torch::rand({2, 3, 32, 32}) * 2 - 1).requires_grad_(true);
+  in.kl = torch::ones({2});
+  in.decoder_last_layer = in.reconstructions;  // any leaf the losses depend on
+  EXPECT_THROW(objective->generator_loss(in, 0), Error);
+  objective->config.perceptual_weight = 0;
+  const loss::StepResult r = objective->generator_loss(in, 0);
+  const double expected_nll = (in.images - in.reconstructions).abs().sum().item<double>() / 2;
+  EXPECT_NEAR(r.log.at("nll_loss"), expected_nll, 1e-3);
+  EXPECT_EQ(r.log.at("disc_factor"), 0.0);
 }
 
 }  // namespace

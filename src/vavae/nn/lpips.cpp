@@ -1,5 +1,7 @@
 #include "vavae/nn/lpips.h"
 
+#include <limits>
+
 #include "vavae/common/error.h"
 
 namespace vavae::nn {
@@ -48,12 +50,22 @@ LPIPSImpl::LPIPSImpl() {
     in = kSlices[i].back().second;
   }
   for (size_t i = 0; i < 5; ++i) lins.push_back(register_module("lin" + std::to_string(i), LinearHead(kChannels[i])));
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) p.fill_(std::numeric_limits<float>::quiet_NaN());
+}
+
+bool LPIPSImpl::has_weights() const {
+  for (const auto& p : parameters())
+    if (torch::isnan(p).any().item<bool>()) return false;
+  return true;
 }
 
 torch::Tensor LPIPSImpl::scale_input(const torch::Tensor& x) const { return (x - shift) / scale; }
 
 torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers) {
   if (x0.sizes() != x1.sizes()) throw Error("LPIPS: the two image batches differ in shape");
+  if (torch::isnan(lins[0]->model[1]->as<torch::nn::Conv2d>()->weight).any().item<bool>())
+    throw Error("LPIPS weights are not loaded: give the LPIPS weight file (or set perceptual_weight to 0)");
   // Both batches go through VGG together: one pass, the same numbers.
   torch::Tensor h = scale_input(torch::cat({x0, x1}));
   const int64_t b = x0.size(0);

@@ -15,37 +15,25 @@ class ObjectiveFixture : public ::testing::Test {
   void SetUp() override {
     values = read_json("loss_step/values.json");
     meta = read_json("loss_step/meta.json");
-    const auto& s = values.at("settings");
-    loss::ObjectiveConfig c;
-    c.disc_start = s.at("disc_start");
-    c.logvar_init = s.at("logvar_init");
-    c.kl_weight = s.at("kl_weight");
-    c.disc_num_layers = s.at("disc_num_layers");
-    c.disc_factor = s.at("disc_factor");
-    c.disc_weight = s.at("disc_weight");
-    c.perceptual_weight = s.at("perceptual_weight");
-    c.use_actnorm = s.at("use_actnorm");
-    c.disc_loss = s.at("disc_loss");
-    c.vf_weight = s.at("vf_weight");
-    c.adaptive_vf = s.at("adaptive_vf");
-    c.vf.cos_margin = s.at("cos_margin");
-    c.vf.distmat_margin = s.at("distmat_margin");
-    c.vf.cos_weight = s.at("cos_weight");
-    c.vf.distmat_weight = s.at("distmat_weight");
-    objective = loss::VAVAEObjective(c);
+    // The fixture's settings are the upstream lossconfig.params plus a few descriptive keys.
+    nlohmann::json params = values.at("settings");
+    for (const char* extra : {"embed_dim", "vf_feature_dim_D", "use_vf", "reverse_proj", "steps", "noise_seed", "loss_seed",
+                              "f_construction"})
+      params.erase(extra);
+    objective = loss::VAVAEObjective(config::objective_config_from_json({{"lossconfig", {{"params", params}}}}, "loss_step"));
 
     model = nn::AutoencoderKL(config::load_autoencoder_config(fixture("autoencoder/config.json")));
     io::load_into(*model, io::read_weights(fixture("autoencoder/weights.safetensors")));
-    io::WeightFile loss_weights = io::read_weights(fixture("loss_step/weights.safetensors"));
-    io::NamedTensors objective_weights;
-    for (const auto& [k, t] : loss_weights.tensors) {
+    // The loss weights as they sit in an upstream training checkpoint: under `loss.`, beside
+    // `linear_proj.weight`, which the objective does not own.
+    io::WeightFile checkpoint = io::read_weights(fixture("loss_step/weights.safetensors"));
+    for (const auto& [k, t] : checkpoint.tensors)
       if (k == "linear_proj.weight") proj = t.clone().requires_grad_(true);
-      else objective_weights.emplace_back(k.substr(5), t);  // strip "loss."
-    }
     for (const auto& [k, t] : io::read_weights(fixture("lpips/weights.safetensors")).tensors)
-      objective_weights.emplace_back("perceptual_loss." + k, t);
-    loss_weights.tensors = objective_weights;
-    io::load_into(*objective, loss_weights);
+      checkpoint.tensors.emplace_back("loss.perceptual_loss." + k, t);
+    const io::LoadReport report = io::load_into(*objective, checkpoint);
+    EXPECT_EQ(report.prefix, "loss.");
+    EXPECT_EQ(report.ignored.at("linear_proj"), 1u);
     model->train();
     objective->train();
     inputs = std::make_unique<io::SafetensorsReader>(fixture("loss_step/inputs.safetensors"));
@@ -58,12 +46,15 @@ class ObjectiveFixture : public ::testing::Test {
     const torch::Tensor z = posterior.sample_with(inputs->tensor("noise"));
     loss::GeneratorInputs in;
     in.images = x;
+    in.z = z;
     in.reconstructions = model->decode(z);
     in.kl = posterior.kl();
     in.z_proj = torch::conv2d(z, proj);
     in.features = inputs->tensor("f");
     in.decoder_last_layer = model->decoder->conv_out->weight;
     in.encoder_last_layer = model->encoder->conv_out->weight;
+    in.decoder_parameters = model->decoder->parameters();
+    for (const auto& p : model->post_quant_conv->parameters()) in.decoder_parameters.push_back(p);
     return in;
   }
 
@@ -81,6 +72,25 @@ class ObjectiveFixture : public ::testing::Test {
       const double rtol = name == "d_weight" || name == "vf_weight" ? 2e-4 : 2e-5;
       EXPECT_NEAR(log.at(name), expected.get<double>(), 1e-6 + rtol * std::abs(expected.get<double>())) << branch << " " << name;
     }
+  }
+
+  // The .grad of every parameter the fixture lists, after generator_backward.
+  void expect_accumulated_gradients(const std::string& branch) {
+    size_t checked = 0;
+    for (const auto& e : outputs->entries()) {
+      if (e.name.rfind(branch + ".grad.", 0) != 0) continue;
+      const torch::Tensor g = parameter(e.name.substr(branch.size() + 6)).grad();
+      ASSERT_TRUE(g.defined()) << e.name;
+      EXPECT_TRUE(all_close(g, outputs->tensor(e.name), tolerance_from(meta, e.name))) << e.name;
+      ++checked;
+    }
+    EXPECT_GT(checked, 5u);
+  }
+
+  void zero_grads() {
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    for (auto& p : objective->parameters()) p.mutable_grad() = torch::Tensor();
+    proj.mutable_grad() = torch::Tensor();
   }
 
   void expect_gradients(const torch::Tensor& loss, const std::string& branch) {
@@ -125,6 +135,37 @@ TEST_F(ObjectiveFixture, GeneratorBeforeAndAfterDiscStart) {
     expect_log(r.log, branch);
     expect_gradients(r.loss, branch);
   }
+}
+
+TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
+  for (const std::string branch : {"gen_before", "gen_after"}) {
+    SCOPED_TRACE(branch);
+    zero_grads();
+    const int64_t step = values.at("results").at(branch).at("global_step");
+    const loss::StepResult r = objective->generator_backward(forward(), step);
+    EXPECT_TRUE(all_close(r.loss, outputs->tensor(branch + ".loss"), tolerance_from(meta, branch + ".loss")));
+    loss::LogValues log = r.log;
+    if (branch == "gen_before") {
+      EXPECT_EQ(log.count("d_weight"), 0u) << "no GAN work before disc_start";
+      EXPECT_EQ(log.count("g_loss"), 0u);
+      objective->log_gan_before_start = true;
+      zero_grads();
+      log = objective->generator_backward(forward(), step).log;
+      objective->log_gan_before_start = false;
+    }
+    expect_log(log, branch);
+    expect_accumulated_gradients(branch);
+  }
+}
+
+TEST_F(ObjectiveFixture, VanillaDiscriminatorLossIsTheSoftplusForm) {
+  objective->config.disc_loss = "vanilla";
+  const loss::GeneratorInputs in = forward();
+  const loss::StepResult r = objective->discriminator_loss(in.images, in.reconstructions, 5);
+  const torch::Tensor real = outputs->tensor("logits_real"), fake = outputs->tensor("logits_fake");
+  const double expected = 0.5 * (torch::softplus(-real).mean() + torch::softplus(fake).mean()).item<double>();
+  EXPECT_NEAR(r.log.at("disc_loss"), expected, 1e-5);
+  EXPECT_EQ(objective->discriminator_loss(in.images, in.reconstructions, 4).log.at("disc_loss"), 0.0);
 }
 
 TEST_F(ObjectiveFixture, DiscriminatorBranch) {

@@ -9,23 +9,108 @@
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/config/model_config.h"
+#include "vavae/train/train_step.h"
 
 namespace vavae::cli {
 namespace {
 
 struct BenchOptions {
   std::string what;
-  std::string config;  // empty: the released f16d32 architecture
+  std::string config;  // a file, or one of the reference's names: tiny, small, f16d32 (default)
+  bool no_lpips = false, no_disc = false;
   int64_t batch = 1, resolution = 256, steps = 5, warmup = 1;
   RuntimeOptions runtime;
 };
 
+// The architectures ../shared/bench/torch_ref.py names, so both sides build the same model.
+nn::AutoencoderConfig bench_config(const std::string& name) {
+  nn::AutoencoderConfig c;  // f16d32
+  if (name.empty() || name == "f16d32") return c;
+  if (name == "tiny") {
+    c.ch = 32, c.ch_mult = {1, 2, 2}, c.num_res_blocks = 1, c.attn_resolutions = {8};
+    c.z_channels = c.embed_dim = 8, c.resolution = 32;
+    return c;
+  }
+  if (name == "small") {
+    c.ch = 64, c.ch_mult = {1, 1, 2, 2, 4}, c.num_res_blocks = 1, c.attn_resolutions = {4};
+    c.z_channels = c.embed_dim = 32, c.resolution = 64;
+    return c;
+  }
+  return config::load_autoencoder_config(name);
+}
+
+// LPIPS with random weights of the released magnitudes (He-scaled VGG, non-negative heads), as the
+// reference benchmark uses: the speed does not depend on the values.
+void randomize_lpips(nn::LPIPSImpl& lpips) {
+  torch::NoGradGuard no_grad;
+  for (auto& slice : lpips.slices)
+    for (auto& conv : slice->convs) {
+      torch::nn::init::kaiming_normal_(conv->weight);
+      conv->bias.zero_();
+    }
+  for (auto& lin : lpips.lins) {
+    auto& w = lin->model[1]->as<torch::nn::Conv2d>()->weight;
+    w.uniform_(0.0, 2.0 / static_cast<double>(w.size(1)));
+  }
+}
+
+template <typename Step>
+std::vector<double> time_steps(const BenchOptions& o, torch::Device device, Step&& step) {
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  std::vector<double> seconds;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return seconds;
+}
+
+void print_result(const BenchOptions& o, torch::Device device, const std::vector<double>& sorted_seconds, const nlohmann::json& extra) {
+  const double median = sorted_seconds[sorted_seconds.size() / 2];
+  nlohmann::json out = {{"impl", "vavae"},       {"bench", o.what},
+                        {"batch", o.batch},      {"res", o.resolution},
+                        {"threads", at::get_num_threads()}, {"device", device.str()},
+                        {"s_per_step", median},  {"images_per_s", static_cast<double>(o.batch) / median},
+                        {"peak_rss_mb", peak_rss_mib()}};
+  out.update(extra);
+  std::cout << out.dump() << std::endl;
+}
+
+void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& config, torch::Device device) {
+  loss::ObjectiveConfig oc;  // the reference's LOSS settings, steady state after disc_start
+  oc.kl_weight = 1e-6;
+  oc.disc_weight = 0.5;
+  oc.perceptual_weight = o.no_lpips ? 0.0 : 1.0;
+  oc.disc_factor = o.no_disc ? 0.0 : 1.0;
+  oc.disc_start = 0;
+  loss::VAVAEObjective objective(oc);
+  randomize_lpips(*objective->perceptual_loss);
+  nn::AutoencoderKL autoencoder(config);
+  autoencoder->to(device);
+  objective->to(device);
+  autoencoder->train();
+  objective->train();
+  train::TrainStep step(autoencoder, objective, nullptr, nullptr, {});
+  const torch::Tensor x = torch::rand({o.batch, 3, o.resolution, o.resolution}, device) * 2 - 1;
+  int64_t batch = 0;
+  train::IterationLog last;
+  const auto seconds = time_steps(o, device, [&] {
+    last = step.run(x, 2 * batch, 2 * batch + 1);
+    ++batch;
+  });
+  print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", false}, {"last_losses", last.generator}});
+}
+
 void run_bench(const BenchOptions& o) {
   const torch::Device device = apply_runtime_options(o.runtime);
-  const nn::AutoencoderConfig config = o.config.empty() ? nn::AutoencoderConfig{} : config::load_autoencoder_config(o.config);
+  const nn::AutoencoderConfig config = bench_config(o.config);
   if (o.resolution % config.downsample_factor() != 0)
     throw Error("--res " + std::to_string(o.resolution) + " is not divisible by " + std::to_string(config.downsample_factor()));
   torch::manual_seed(0);
+  if (o.what == "train-step") return run_train_step_bench(o, config, device);
   nn::AutoencoderKL model(config);
   model->to(device);
   model->eval();
@@ -37,32 +122,21 @@ void run_bench(const BenchOptions& o) {
   auto step = [&] {
     if (o.what == "encode") model->encode(input).sample();
     else model->decode(input);
-    if (device.is_cuda()) torch::cuda::synchronize();
   };
-  for (int64_t i = 0; i < o.warmup; ++i) step();
-  std::vector<double> seconds;
-  for (int64_t i = 0; i < o.steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[seconds.size() / 2];
-  nlohmann::json out = {{"impl", "vavae"},       {"bench", o.what},
-                        {"batch", o.batch},      {"res", o.resolution},
-                        {"threads", at::get_num_threads()}, {"device", device.str()},
-                        {"s_per_step", median},  {"images_per_s", static_cast<double>(o.batch) / median},
-                        {"peak_rss_mb", peak_rss_mib()}};
-  std::cout << out.dump() << std::endl;
+  print_result(o, device, time_steps(o, device, step), nlohmann::json::object());
 }
 
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "time encode or decode of the f16d32 model (or --config) with random weights");
+  auto* cmd = app.add_subcommand("bench", "time encode, decode or a training iteration with random weights");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("what", o->what, "encode or decode")->required()->check(CLI::IsMember({"encode", "decode"}));
-  cmd->add_option("--config", o->config, "model config (default: the released f16d32 architecture)");
+  cmd->add_option("what", o->what, "encode, decode or train-step (generator + discriminator step)")
+      ->required()
+      ->check(CLI::IsMember({"encode", "decode", "train-step"}));
+  cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file");
+  cmd->add_flag("--no-lpips", o->no_lpips, "train-step without the perceptual loss");
+  cmd->add_flag("--no-disc", o->no_disc, "train-step without the GAN term and discriminator step");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--res", o->resolution, "image resolution")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--steps", o->steps, "timed iterations (median reported)")->capture_default_str()->check(CLI::PositiveNumber);

@@ -77,6 +77,60 @@ nn::AutoencoderConfig load_autoencoder_config(const std::string& path) {
   return autoencoder_config_from_json(load_config_file(path), path);
 }
 
+loss::ObjectiveConfig objective_config_from_json(const nlohmann::json& root, const std::string& source) {
+  const nlohmann::json* p = &root;
+  std::string where = source;
+  if (p->contains("model")) {
+    p = &root["model"];
+    where += ": model";
+    if (!p->contains("params") || !(*p)["params"].is_object()) throw Error(where + ".params is missing");
+    p = &(*p)["params"];
+    where += ".params";
+  }
+  if (p->contains("lossconfig")) {
+    p = &(*p)["lossconfig"];
+    where += where == source ? ": lossconfig" : ".lossconfig";
+  }
+  if (p->contains("target") || p->contains("params")) {
+    if (!p->contains("params") || !(*p)["params"].is_object()) throw Error(where + ".params is missing");
+    p = &(*p)["params"];
+    where += ".params";
+  }
+  const nlohmann::json& j = *p;
+  if (!j.is_object()) throw Error(where + " is not a mapping");
+  reject_unknown_keys(j,
+                      {"disc_start", "logvar_init", "kl_weight", "pixelloss_weight", "disc_num_layers", "disc_in_channels",
+                       "disc_factor", "disc_weight", "perceptual_weight", "use_actnorm", "disc_conditional", "disc_loss",
+                       "pp_style", "vf_weight", "adaptive_vf", "cos_margin", "distmat_margin", "cos_weight", "distmat_weight",
+                       "disc_ndf"},
+                      where);
+  loss::ObjectiveConfig c;
+  c.disc_start = get_or<int64_t>(j, "disc_start", c.disc_start, where);
+  c.logvar_init = get_or<double>(j, "logvar_init", c.logvar_init, where);
+  c.kl_weight = get_or<double>(j, "kl_weight", c.kl_weight, where);
+  c.pixelloss_weight = get_or<double>(j, "pixelloss_weight", c.pixelloss_weight, where);
+  c.disc_num_layers = get_or<int64_t>(j, "disc_num_layers", c.disc_num_layers, where);
+  c.disc_in_channels = get_or<int64_t>(j, "disc_in_channels", c.disc_in_channels, where);
+  c.disc_ndf = get_or<int64_t>(j, "disc_ndf", c.disc_ndf, where);
+  c.disc_factor = get_or<double>(j, "disc_factor", c.disc_factor, where);
+  c.disc_weight = get_or<double>(j, "disc_weight", c.disc_weight, where);
+  c.perceptual_weight = get_or<double>(j, "perceptual_weight", c.perceptual_weight, where);
+  c.use_actnorm = get_or<bool>(j, "use_actnorm", c.use_actnorm, where);
+  c.disc_loss = get_or<std::string>(j, "disc_loss", c.disc_loss, where);
+  c.vf_weight = get_or<double>(j, "vf_weight", c.vf_weight, where);
+  c.adaptive_vf = get_or<bool>(j, "adaptive_vf", c.adaptive_vf, where);
+  c.vf.cos_margin = get_or<double>(j, "cos_margin", c.vf.cos_margin, where);
+  c.vf.distmat_margin = get_or<double>(j, "distmat_margin", c.vf.distmat_margin, where);
+  c.vf.cos_weight = get_or<double>(j, "cos_weight", c.vf.cos_weight, where);
+  c.vf.distmat_weight = get_or<double>(j, "distmat_weight", c.vf.distmat_weight, where);
+  if (get_or<bool>(j, "disc_conditional", false, where)) throw Error(where + ".disc_conditional: conditional discriminators are not supported");
+  if (get_or<bool>(j, "pp_style", false, where)) throw Error(where + ".pp_style: only false is supported (as in the released configs)");
+  if (c.disc_loss != "hinge" && c.disc_loss != "vanilla")
+    throw Error(where + ".disc_loss must be 'hinge' or 'vanilla', got '" + c.disc_loss + "'");
+  if (c.disc_start < 0) throw Error(where + ".disc_start must be >= 0");
+  return c;
+}
+
 nlohmann::json autoencoder_config_to_json(const nn::AutoencoderConfig& c) {
   return {{"ddconfig",
            {{"double_z", c.double_z},

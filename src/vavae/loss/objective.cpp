@@ -15,6 +15,12 @@ torch::Tensor gradient_norm_ratio(const torch::Tensor& a, const torch::Tensor& b
 
 double scalar(const torch::Tensor& t) { return t.detach().to(torch::kFloat64).item<double>(); }
 
+void accumulate(const torch::Tensor& parameter, const torch::Tensor& g) {
+  if (!g.defined()) return;
+  auto& slot = parameter.mutable_grad();
+  slot = slot.defined() ? slot + g : g.detach().clone();
+}
+
 }  // namespace
 
 VAVAEObjectiveImpl::VAVAEObjectiveImpl(const ObjectiveConfig& c) : config(c) {
@@ -37,47 +43,125 @@ void VAVAEObjectiveImpl::train(bool on) {
   perceptual_loss->eval();
 }
 
-StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t step) {
-  const torch::Tensor& x = in.images;
-  const torch::Tensor& x_hat = in.reconstructions;
-  if (x.sizes() != x_hat.sizes())
-    throw Error("objective: images " + shape_string(x.sizes()) + " and reconstructions " + shape_string(x_hat.sizes()) + " differ");
-  const double batch = static_cast<double>(x.size(0));
+void VAVAEObjectiveImpl::check(const GeneratorInputs& in) const {
+  if (in.images.sizes() != in.reconstructions.sizes())
+    throw Error("objective: images " + shape_string(in.images.sizes()) + " and reconstructions " +
+                shape_string(in.reconstructions.sizes()) + " differ");
+  if (in.kl.dim() != 1 || in.kl.size(0) != in.images.size(0))
+    throw Error("objective: kl " + shape_string(in.kl.sizes()) + " does not hold one value per image of " +
+                shape_string(in.images.sizes()));
+}
 
-  torch::Tensor rec = (x - x_hat).abs();
-  if (config.perceptual_weight > 0) rec = rec + config.perceptual_weight * perceptual_loss->forward(x, x_hat);
-  const torch::Tensor nll_loss = torch::sum(rec / torch::exp(logvar) + logvar) / batch;
-  const torch::Tensor kl_loss = torch::sum(in.kl) / batch;
+torch::Tensor VAVAEObjectiveImpl::reconstruction_loss(const GeneratorInputs& in, torch::Tensor* rec_mean) {
+  torch::Tensor rec = (in.images - in.reconstructions).abs();
+  if (config.perceptual_weight > 0) rec = rec + config.perceptual_weight * perceptual_loss->forward(in.images, in.reconstructions);
+  *rec_mean = rec.mean().detach();
+  return torch::sum(rec / torch::exp(logvar) + logvar) / static_cast<double>(in.images.size(0));
+}
 
-  const torch::Tensor g_loss = -torch::mean(discriminator->forward(x_hat));
-  const bool training = is_training() && torch::GradMode::is_enabled();
-  torch::Tensor d_weight = torch::zeros({}, x.options());
-  if (config.disc_factor > 0 && training)
-    d_weight = gradient_norm_ratio(nll_loss, g_loss, in.decoder_last_layer, 1e4) * config.disc_weight;
+double VAVAEObjectiveImpl::disc_factor_at(int64_t step) const { return step < config.disc_start ? 0.0 : config.disc_factor; }
 
-  torch::Tensor vf = torch::zeros({}, x.options());
-  torch::Tensor vf_weight = torch::zeros({}, x.options());
-  if (in.z_proj.defined()) {
-    vf = vf_loss(in.z_proj, in.features, config.vf).total;
-    if (!training) vf_weight = torch::zeros({}, x.options());  // upstream's validation falls back to 0
-    else if (config.adaptive_vf) vf_weight = gradient_norm_ratio(nll_loss, vf, in.encoder_last_layer, 1e8) * config.vf_weight;
-    else vf_weight = torch::full({}, config.vf_weight, x.options());
-  }
-  const double disc_factor = step < config.disc_start ? 0.0 : config.disc_factor;
-
+StepResult VAVAEObjectiveImpl::finish(const Terms& t, int64_t step) const {
+  const double disc_factor = disc_factor_at(step);
   StepResult r;
-  r.loss = nll_loss + config.kl_weight * kl_loss + d_weight * disc_factor * g_loss + vf_weight * vf;
-  r.log = {{"total_loss", scalar(r.loss)},   {"logvar", scalar(logvar)},     {"kl_loss", scalar(kl_loss)},
-           {"nll_loss", scalar(nll_loss)},   {"rec_loss", scalar(rec.mean())}, {"d_weight", scalar(d_weight)},
-           {"disc_factor", disc_factor},     {"g_loss", scalar(g_loss)},     {"vf_loss", scalar(vf)},
-           {"vf_weight", scalar(vf_weight)}};
+  r.loss = t.nll + config.kl_weight * t.kl;
+  if (t.g.defined()) r.loss = r.loss + t.d_weight * disc_factor * t.g;
+  if (t.vf.defined()) r.loss = r.loss + t.vf_weight * t.vf;
+  r.log = {{"total_loss", scalar(r.loss)}, {"logvar", scalar(logvar)},     {"kl_loss", scalar(t.kl)},
+           {"nll_loss", scalar(t.nll)},    {"rec_loss", scalar(t.rec_mean)}, {"disc_factor", disc_factor}};
+  if (t.g.defined()) {
+    r.log["d_weight"] = scalar(t.d_weight);
+    r.log["g_loss"] = scalar(t.g);
+  }
+  if (t.vf.defined()) {
+    r.log["vf_loss"] = scalar(t.vf);
+    r.log["vf_weight"] = scalar(t.vf_weight);
+  }
+  return r;
+}
+
+StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t step) {
+  check(in);
+  const bool training = is_training() && torch::GradMode::is_enabled();
+  const auto zero = torch::zeros({}, in.images.options());
+  Terms t;
+  t.nll = reconstruction_loss(in, &t.rec_mean);
+  t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
+  t.g = -torch::mean(discriminator->forward(in.reconstructions));
+  t.d_weight = config.disc_factor > 0 && training
+                   ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4) * config.disc_weight
+                   : zero;
+  if (in.z_proj.defined()) {
+    t.vf = vf_loss(in.z_proj, in.features, config.vf).total;
+    if (!training) t.vf_weight = zero;  // upstream's validation falls back to 0
+    else if (config.adaptive_vf) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config.vf_weight;
+    else t.vf_weight = torch::full({}, config.vf_weight, in.images.options());
+  }
+  return finish(t, step);
+}
+
+StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int64_t step) {
+  check(in);
+  if (!in.z.defined() || in.decoder_parameters.empty())
+    throw Error("objective: generator_backward needs the sampled z and the decoder parameters");
+  using torch::autograd::grad;
+  const torch::Tensor& x_hat = in.reconstructions;
+  const double disc_factor = disc_factor_at(step);
+  const bool gan = disc_factor > 0 || (log_gan_before_start && config.disc_factor > 0);
+  Terms t;
+  t.nll = reconstruction_loss(in, &t.rec_mean);
+  t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
+
+  // 1. Through LPIPS once: d nll / d x_hat (and d nll / d logvar when it is trained).
+  const bool train_logvar = logvar.requires_grad();
+  const auto nll_grads = train_logvar ? grad({t.nll}, {x_hat, logvar}) : grad({t.nll}, {x_hat});
+  const torch::Tensor dnll_dx = nll_grads[0];
+  // 2. Through the discriminator once, and only when the GAN term is on.
+  torch::Tensor dx_total = dnll_dx;
+  if (gan) {
+    t.g = -torch::mean(discriminator->forward(x_hat));
+    const torch::Tensor dg_dx = grad({t.g}, {x_hat})[0];
+    auto last_layer = [&](const torch::Tensor& upstream) { return grad({x_hat}, {in.decoder_last_layer}, {upstream}, true)[0]; };
+    t.d_weight = torch::clamp(last_layer(dnll_dx).norm() / (last_layer(dg_dx).norm() + 1e-4), 0.0, 1e4) * config.disc_weight;
+    if (disc_factor > 0) dx_total = dnll_dx + t.d_weight * disc_factor * dg_dx;
+  }
+  // 3. Through the decoder once with the combined gradient: decoder weights and d/dz.
+  std::vector<torch::Tensor> targets{in.z};
+  targets.insert(targets.end(), in.decoder_parameters.begin(), in.decoder_parameters.end());
+  const bool need_pure_nll = in.z_proj.defined() && config.adaptive_vf && !dx_total.is_same(dnll_dx);
+  const auto dec_grads = grad({x_hat}, targets, {dx_total}, /*retain_graph=*/need_pure_nll);
+  // 4. vf_weight from d nll / d Wenc: the decoder's d/dz already is d nll / dz unless the GAN term
+  //    joined it, then one more decoder pass without weight gradients.
+  torch::Tensor dz_dec = dec_grads[0];
+  std::vector<torch::Tensor> roots{in.z}, root_grads{dz_dec};
+  torch::Tensor encoder_side = config.kl_weight * t.kl;
+  if (in.z_proj.defined()) {
+    t.vf = vf_loss(in.z_proj, in.features, config.vf).total;
+    if (config.adaptive_vf) {
+      const torch::Tensor dnll_dz = need_pure_nll ? grad({x_hat}, {in.z}, {dnll_dx})[0] : dz_dec;
+      const torch::Tensor a = grad({in.z}, {in.encoder_last_layer}, {dnll_dz}, true)[0];
+      const torch::Tensor b = grad({t.vf}, {in.encoder_last_layer}, {}, true)[0];
+      t.vf_weight = torch::clamp(a.norm() / (b.norm() + 1e-4), 0.0, 1e8) * config.vf_weight;
+    } else {
+      t.vf_weight = torch::full({}, config.vf_weight, in.images.options());
+    }
+    encoder_side = encoder_side + t.vf_weight.detach() * t.vf;
+  }
+  // 5. Through the encoder once: the decoder's d/dz plus the KL and VF terms.
+  roots.push_back(encoder_side);
+  root_grads.push_back(torch::ones_like(encoder_side));
+  torch::autograd::backward(roots, root_grads);
+  for (size_t i = 0; i < in.decoder_parameters.size(); ++i) accumulate(in.decoder_parameters[i], dec_grads[i + 1]);
+  if (train_logvar) accumulate(logvar, nll_grads[1]);
+  StepResult r = finish(t, step);
+  r.loss = r.loss.detach();
   return r;
 }
 
 StepResult VAVAEObjectiveImpl::discriminator_loss(const torch::Tensor& images, const torch::Tensor& reconstructions, int64_t step) {
   const torch::Tensor logits_real = discriminator->forward(images.detach());
   const torch::Tensor logits_fake = discriminator->forward(reconstructions.detach());
-  const double disc_factor = step < config.disc_start ? 0.0 : config.disc_factor;
+  const double disc_factor = disc_factor_at(step);
   const torch::Tensor d_loss =
       config.disc_loss == "hinge"
           ? 0.5 * (torch::mean(torch::relu(1.0 - logits_real)) + torch::mean(torch::relu(1.0 + logits_fake)))

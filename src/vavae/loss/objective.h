@@ -38,12 +38,14 @@ using LogValues = std::map<std::string, double>;
 
 struct GeneratorInputs {
   torch::Tensor images;          // x [B, 3, H, W] in [-1, 1]
-  torch::Tensor reconstructions; // x_hat, same shape
+  torch::Tensor reconstructions; // x_hat = decode(z), same shape
+  torch::Tensor z;               // the sampled latent the decoder saw [B, E, h, w] (generator_backward only)
   torch::Tensor kl;              // [B] posterior KL per image
-  torch::Tensor z_proj;          // linear_proj(z_sampled) [B, D, h, w]; undefined without the VF loss
+  torch::Tensor z_proj;          // linear_proj(z) [B, D, h, w]; undefined without the VF loss
   torch::Tensor features;        // frozen foundation features [B, D, h', w']
   torch::Tensor decoder_last_layer;  // decoder.conv_out.weight (for d_weight)
   torch::Tensor encoder_last_layer;  // encoder.conv_out.weight (for vf_weight)
+  std::vector<torch::Tensor> decoder_parameters;  // every parameter between z and x_hat (generator_backward only)
 };
 
 struct StepResult {
@@ -55,7 +57,20 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   explicit VAVAEObjectiveImpl(const ObjectiveConfig& c);
 
   // `step` is the upstream global_step; the GAN term counts from step >= disc_start.
+  // The objective as upstream computes it: the adaptive weights from four partial backward passes
+  // (through LPIPS twice, the discriminator, and LPIPS + the whole decoder for vf_weight); the caller
+  // then runs the main backward. Also the validation loss (no grad: both weights fall back to 0).
   StepResult generator_loss(const GeneratorInputs& in, int64_t step);
+
+  // The same losses and parameter gradients (accumulated into .grad) with less work:
+  //   LPIPS backward once (upstream: 3), discriminator forward/backward only from disc_start
+  //   (upstream: every step, backward twice), decoder backward once before disc_start and twice
+  //   after it when vf_weight is adaptive, the second without weight gradients (upstream: twice),
+  //   encoder backward once; the four last-layer gradients are single-convolution contractions.
+  // Before disc_start the GAN term is not computed, so d_weight and g_loss are not logged unless
+  // log_gan_before_start asks for upstream's (otherwise unused) values.
+  StepResult generator_backward(const GeneratorInputs& in, int64_t step);
+  bool log_gan_before_start = false;
   StepResult discriminator_loss(const torch::Tensor& images, const torch::Tensor& reconstructions, int64_t step);
   // LPIPS stays in eval mode whatever the objective's mode (upstream builds it with .eval()).
   void train(bool on = true) override;
@@ -64,6 +79,15 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   torch::Tensor logvar;
   nn::LPIPS perceptual_loss{nullptr};
   nn::PatchGAN discriminator{nullptr};
+
+ private:
+  struct Terms {
+    torch::Tensor nll, kl, rec_mean, g, d_weight, vf, vf_weight;
+  };
+  void check(const GeneratorInputs& in) const;
+  torch::Tensor reconstruction_loss(const GeneratorInputs& in, torch::Tensor* rec_mean);  // nll
+  double disc_factor_at(int64_t step) const;
+  StepResult finish(const Terms& t, int64_t step) const;
 };
 TORCH_MODULE(VAVAEObjective);
 

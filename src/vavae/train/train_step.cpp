@@ -1,0 +1,63 @@
+#include "vavae/train/train_step.h"
+
+namespace vavae::train {
+
+TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, torch::nn::Conv2d proj, FeatureExtractor feats,
+                     const OptimizerConfig& o)
+    : autoencoder(std::move(ae)), objective(std::move(obj)), projection(std::move(proj)), features(std::move(feats)) {
+  generator_parameters = autoencoder->parameters();
+  if (projection)
+    for (const auto& p : projection->parameters()) generator_parameters.push_back(p);
+  const auto adam = torch::optim::AdamOptions(o.learning_rate).betas({o.beta1, o.beta2});
+  generator_optimizer = std::make_unique<torch::optim::Adam>(generator_parameters, adam);
+  discriminator_optimizer = std::make_unique<torch::optim::Adam>(objective->discriminator->parameters(), adam);
+  // loss.logvar is a parameter upstream but in no optimizer: it stays at logvar_init.
+  objective->logvar.set_requires_grad(false);
+}
+
+IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
+                            c10::optional<torch::Generator> noise) {
+  IterationLog log;
+  // Generator: the discriminator is frozen for this step (Lightning's toggle_optimizer).
+  for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(false);
+  for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
+  const nn::DiagonalGaussian posterior = autoencoder->encode(images);
+  loss::GeneratorInputs in;
+  in.images = images;
+  in.z = posterior.sample(noise);
+  in.reconstructions = autoencoder->decode(in.z);
+  in.kl = posterior.kl();
+  if (projection) {
+    in.z_proj = projection(in.z);
+    torch::NoGradGuard no_grad;
+    in.features = features(images);
+  }
+  in.decoder_last_layer = autoencoder->decoder->conv_out->weight;
+  in.encoder_last_layer = autoencoder->encoder->conv_out->weight;
+  in.decoder_parameters = autoencoder->decoder->parameters();
+  for (const auto& p : autoencoder->post_quant_conv->parameters()) in.decoder_parameters.push_back(p);
+  log.generator = objective->generator_backward(in, generator_step).log;
+  if (after_backward) after_backward(generator_parameters);
+  generator_optimizer->step();
+  for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(true);
+
+  // Discriminator, on the detached reconstructions of the same forward pass. Before disc_start
+  // upstream's loss is multiplied by 0: its gradients are zeros, so we skip the passes and step
+  // Adam on zero gradients, which keeps Adam's step count (bias correction) as upstream's. Only the
+  // BatchNorm running statistics, used in eval mode alone, do not move during that phase.
+  const auto disc_parameters = objective->discriminator->parameters();
+  if (discriminator_step < objective->config.disc_start) {
+    for (auto& p : disc_parameters) p.mutable_grad() = torch::zeros_like(p);
+    log.discriminator = {{"disc_loss", 0.0}};
+  } else {
+    for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();
+    const loss::StepResult d = objective->discriminator_loss(images, in.reconstructions.detach(), discriminator_step);
+    log.discriminator = d.log;
+    d.loss.backward();
+  }
+  if (after_backward) after_backward(disc_parameters);
+  discriminator_optimizer->step();
+  return log;
+}
+
+}  // namespace vavae::train

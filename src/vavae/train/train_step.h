@@ -1,0 +1,50 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+
+#include "vavae/loss/objective.h"
+#include "vavae/nn/autoencoder.h"
+
+// One VA-VAE training iteration, as upstream's manual-optimisation training_step: the generator
+// step (autoencoder + projection, objective with both adaptive weights, Adam) and then the
+// discriminator step on the same reconstructions (Adam). The gradients of both steps are ready
+// at one point each (`after_backward`), where data-parallel training reduces them.
+namespace vavae::train {
+
+// Frozen foundation features for a batch of images in [-1, 1]: [B, D, h', w'].
+using FeatureExtractor = std::function<torch::Tensor(const torch::Tensor& images)>;
+
+struct OptimizerConfig {
+  double learning_rate = 1e-4;
+  double beta1 = 0.5, beta2 = 0.9;
+};
+
+struct IterationLog {
+  loss::LogValues generator, discriminator;
+};
+
+class TrainStep {
+ public:
+  // `projection` (z -> feature width, 1x1 conv without bias) and `features` are both set or both
+  // empty (no VF loss).
+  TrainStep(nn::AutoencoderKL autoencoder, loss::VAVAEObjective objective, torch::nn::Conv2d projection,
+            FeatureExtractor features, const OptimizerConfig& optimizer);
+
+  // `generator_step` / `discriminator_step` are upstream's global_step values of the two branches.
+  IterationLog run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
+                   c10::optional<torch::Generator> noise = c10::nullopt);
+
+  // Called with the parameters whose gradients are complete, before each optimizer step.
+  std::function<void(const std::vector<torch::Tensor>&)> after_backward;
+
+  nn::AutoencoderKL autoencoder;
+  loss::VAVAEObjective objective;
+  torch::nn::Conv2d projection{nullptr};
+  FeatureExtractor features;
+  std::unique_ptr<torch::optim::Adam> generator_optimizer, discriminator_optimizer;
+  std::vector<torch::Tensor> generator_parameters;  // autoencoder + projection (upstream: not loss.logvar)
+};
+
+}  // namespace vavae::train

@@ -47,7 +47,7 @@ void find_state_dict(const pickle::ValuePtr& top, WeightFile& out) {
 }
 
 const char* kKnownPrefixes[] = {"first_stage_model.", "model.", "module.", "vae.", "autoencoder.",
-                                "loss.", "loss.perceptual_loss.", "loss.discriminator."};
+                                "loss.", "loss.perceptual_loss.", "loss.discriminator.", "foundation_model.model."};
 
 std::string first_part(const std::string& key) { return key.substr(0, key.find('.')); }
 

@@ -1,0 +1,63 @@
+#include "vavae/nn/foundation_model.h"
+
+#include "vavae/common/error.h"
+#include "vavae/common/runtime.h"
+#include "vavae/io/weights.h"
+
+namespace vavae::nn {
+namespace {
+namespace F = torch::nn::functional;
+}
+
+FoundationModelImpl::FoundationModelImpl(const FoundationModelConfig& c) : config(c) {
+  if (c.input_mode != "upstream" && c.input_mode != "imagenet")
+    throw Error("foundation model input mode must be 'upstream' or 'imagenet', got '" + c.input_mode + "'");
+  vit = register_module("model", ViT(c.vit));
+  for (auto& p : parameters()) p.set_requires_grad(false);
+  eval();
+}
+
+void FoundationModelImpl::load(const std::string& path) {
+  io::WeightFile file = io::read_weights(path);
+  file.tensors = to_timm_names(file.tensors);
+  for (const auto& [k, t] : file.tensors) {
+    if (k == "patch_embed.proj.weight" && (t.dim() != 4 || t.size(0) != config.vit.embed_dim || t.size(2) != config.vit.patch_size))
+      throw Error(path + ": patch_embed.proj.weight " + shape_string(t.sizes()) + " does not fit a " + config.family +
+                  " ViT of width " + std::to_string(config.vit.embed_dim) + " and patch " + std::to_string(config.vit.patch_size));
+    if (k == "reg_token" && config.vit.reg_tokens == 0)
+      throw Error(path + ": holds register tokens but the configured ViT has none (use a *_reg4_dinov2 model)");
+  }
+  io::load_into(*vit, file);
+  for (auto& p : parameters()) p.set_requires_grad(false);
+  eval();
+}
+
+torch::Tensor FoundationModelImpl::features(const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = images;
+  if (config.input_size > 0 && (x.size(2) != config.input_size || x.size(3) != config.input_size))
+    x = F::interpolate(x, F::InterpolateFuncOptions()
+                              .size(std::vector<int64_t>{config.input_size, config.input_size})
+                              .mode(torch::kBilinear)
+                              .align_corners(false));
+  if (config.input_mode == "imagenet") {
+    const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}, x.options()).view({1, 3, 1, 1});
+    const auto std = torch::tensor({0.229f, 0.224f, 0.225f}, x.options()).view({1, 3, 1, 1});
+    x = ((x + 1) * 0.5 - mean) / std;
+  }
+  const bool half = config.bf16 && x.is_cuda();
+  torch::Tensor tokens;
+  if (half) {
+    vit->to(torch::kBFloat16);
+    tokens = vit->forward_features(x.to(torch::kBFloat16)).to(torch::kFloat32);
+  } else {
+    tokens = vit->forward_features(x);
+  }
+  const int64_t h = x.size(2) / config.vit.patch_size, w = x.size(3) / config.vit.patch_size;
+  return tokens.slice(1, config.vit.num_prefix_tokens())
+      .reshape({x.size(0), h, w, config.vit.embed_dim})
+      .permute({0, 3, 1, 2})
+      .contiguous();
+}
+
+}  // namespace vavae::nn

@@ -1,0 +1,135 @@
+// The ViT foundation models against timm (fixtures/vit), and the weight-name maps.
+#include "fixtures.h"
+#include "vavae/common/error.h"
+#include "vavae/io/weights.h"
+#include "vavae/nn/foundation_model.h"
+
+namespace vavae::test {
+namespace {
+
+struct Variant {
+  std::string name;
+  nlohmann::json meta;
+};
+
+nn::FoundationModelConfig config_for(const nlohmann::json& v) {
+  nn::FoundationModelConfig c;
+  c.vit = nn::vit_preset(v.at("timm_model_name"));
+  const auto& kw = v.at("create_model_kwargs");
+  c.vit.embed_dim = kw.at("embed_dim");
+  c.vit.depth = kw.at("depth");
+  c.vit.num_heads = kw.at("num_heads");
+  c.vit.mlp_hidden = static_cast<int64_t>(v.at("resolved").at("mlp_ratio").get<double>() * c.vit.embed_dim);
+  const bool dinov2 = v.at("timm_model_name").get<std::string>().find("dinov2") != std::string::npos;
+  c.family = dinov2 ? "dinov2" : "mae";
+  c.input_size = dinov2 ? 224 : 0;
+  return c;
+}
+
+class ViTFixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    meta = read_json("vit/meta.json").at("variants").at(GetParam());
+    model = nn::FoundationModel(config_for(meta));
+    model->load(fixture("vit/" + GetParam() + "_weights.safetensors"));
+    inputs = std::make_unique<io::SafetensorsReader>(fixture("vit/inputs.safetensors"));
+    expected = std::make_unique<io::SafetensorsReader>(fixture("vit/" + GetParam() + "_tensors.safetensors"));
+  }
+  Tolerance tol(const std::string& name) const { return tolerance_from(meta, name); }
+  nlohmann::json meta;
+  nn::FoundationModel model{nullptr};
+  std::unique_ptr<io::SafetensorsReader> inputs, expected;
+};
+
+TEST_P(ViTFixture, ReproducesTimmForwardFeaturesAndTheFeatureGrid) {
+  torch::NoGradGuard no_grad;
+  const bool dinov2 = model->config.family == "dinov2";
+  const torch::Tensor x = inputs->tensor("x");
+  const torch::Tensor vit_input = dinov2 ? inputs->tensor("x224") : x;
+  if (dinov2) {
+    const torch::Tensor resized = torch::nn::functional::interpolate(
+        x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{224, 224}).mode(torch::kBilinear).align_corners(false));
+    EXPECT_TRUE(all_close(resized, vit_input, tol("x224")));
+  }
+  EXPECT_TRUE(all_close(model->vit->patch_embed(vit_input), expected->tensor("patch_embed_out"), tol("patch_embed_out")));
+  const int64_t grid = vit_input.size(2) / model->config.vit.patch_size;
+  EXPECT_TRUE(all_close(model->vit->resampled_pos_embed(grid, grid), expected->tensor("pos_embed_resampled"), tol("pos_embed_resampled")));
+  EXPECT_TRUE(all_close(model->vit->forward_features(vit_input), expected->tensor("forward_features"), tol("forward_features")));
+  EXPECT_TRUE(all_close(model->features(x), expected->tensor("feature_grid"), tol("feature_grid")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ViTFixture, ::testing::Values("dinov2", "dinov2_reg4", "mae"));
+
+TEST(ViTNames, OfficialDinov2LayoutWithRegistersLoadsLikeTimms) {
+  const auto meta = read_json("vit/meta.json").at("variants").at("dinov2_reg4");
+  const io::WeightFile timm = io::read_weights(fixture("vit/dinov2_reg4_weights.safetensors"));
+  // The official release: register_tokens, a class position folded out of cls_token, a mask token.
+  torch::manual_seed(7);
+  io::NamedTensors official;
+  torch::Tensor class_position = torch::randn({1, 1, 64});
+  for (const auto& [k, t] : timm.tensors) {
+    if (k == "reg_token") official.emplace_back("register_tokens", t);
+    else if (k == "cls_token") official.emplace_back("cls_token", t - class_position);
+    else if (k == "pos_embed") official.emplace_back("pos_embed", torch::cat({class_position, t}, 1));
+    else official.emplace_back(k, t);
+  }
+  official.emplace_back("mask_token", torch::zeros({1, 64}));
+  const std::string path = scratch_dir("vit_names") + "/dinov2_vits14_reg4_pretrain.safetensors";
+  io::write_safetensors(path, official);
+  nn::FoundationModel a(config_for(meta)), b(config_for(meta));
+  a->load(fixture("vit/dinov2_reg4_weights.safetensors"));
+  b->load(path);
+  const auto pb = b->named_parameters();
+  for (const auto& [k, t] : a->named_parameters().pairs()) EXPECT_TRUE(all_close(pb[k], t, {1e-7, 1e-6})) << k;
+}
+
+TEST(ViTNames, SwigluGiantLayoutMapsW12AndW3) {
+  nn::ViTConfig c = nn::vit_preset("vit_giant2_patch14_dinov2.lvd142m");
+  c.embed_dim = 32, c.depth = 1, c.num_heads = 2, c.mlp_hidden = 64;
+  torch::manual_seed(8);
+  nn::ViT source(c);
+  io::NamedTensors official;
+  for (const auto& [k, t] : io::state_dict(*source)) {
+    std::string name = k;
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{".mlp.fc1.", ".mlp.w12."}, {".mlp.fc2.", ".mlp.w3."}}) {
+      const auto at = name.find(from);
+      if (at != std::string::npos) name.replace(at, from.size(), to);
+    }
+    official.emplace_back(name, t + 1);
+  }
+  EXPECT_EQ(source->blocks[0]->as<nn::ViTBlock>()->fc2->weight.size(1), 32);  // SwiGLU halves the hidden width
+  nn::ViT target(c);
+  io::WeightFile file;
+  file.path = "official";
+  file.tensors = nn::to_timm_names(official);
+  io::load_into(*target, file);
+  EXPECT_TRUE(torch::equal(target->blocks[0]->as<nn::ViTBlock>()->fc1->weight, source->blocks[0]->as<nn::ViTBlock>()->fc1->weight + 1));
+  const torch::Tensor out = target->forward_features(torch::randn({1, 3, 28, 28}));
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{1, 5, 32}));
+}
+
+TEST(FoundationModel, RejectsWrongWidthRegistersAndImageSizes) {
+  const auto variants = read_json("vit/meta.json").at("variants");
+  auto expect = [](auto&& fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  nn::FoundationModelConfig wide = config_for(variants.at("dinov2"));
+  wide.vit.embed_dim = 128, wide.vit.mlp_hidden = 512;
+  nn::FoundationModel wrong_width(wide);
+  expect([&] { wrong_width->load(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a dinov2 ViT of width 128");
+  nn::FoundationModel plain(config_for(variants.at("dinov2")));
+  expect([&] { plain->load(fixture("vit/dinov2_reg4_weights.safetensors")); }, "register tokens");
+  nn::FoundationModel mae(config_for(variants.at("mae")));
+  mae->load(fixture("vit/mae_weights.safetensors"));
+  expect([&] { mae->features(torch::zeros({1, 3, 40, 40})); }, "not divisible by the patch size 16");
+  nn::FoundationModel dinov2_as_mae(config_for(variants.at("mae")));
+  expect([&] { dinov2_as_mae->load(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a mae ViT");
+}
+
+}  // namespace
+}  // namespace vavae::test

@@ -9,6 +9,7 @@
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/config/model_config.h"
+#include "vavae/nn/foundation_model.h"
 #include "vavae/train/train_step.h"
 
 namespace vavae::cli {
@@ -17,7 +18,8 @@ namespace {
 struct BenchOptions {
   std::string what;
   std::string config;  // a file, or one of the reference's names: tiny, small, f16d32 (default)
-  bool no_lpips = false, no_disc = false;
+  bool no_lpips = false, no_disc = false, no_vf = false;
+  int64_t disc_start = 0;  // train-step: upstream global step at which the GAN starts
   int64_t batch = 1, resolution = 256, steps = 5, warmup = 1;
   RuntimeOptions runtime;
 };
@@ -79,13 +81,34 @@ void print_result(const BenchOptions& o, torch::Device device, const std::vector
   std::cout << out.dump() << std::endl;
 }
 
+// The reference's stand-in foundation model: a random frozen ViT whose patch is the autoencoder's
+// downsampling factor, so its token grid is the latent grid (width/depth/heads per config).
+nn::FoundationModel bench_foundation_model(const std::string& name, const nn::AutoencoderConfig& ae) {
+  nn::FoundationModelConfig c;
+  c.family = "vit";
+  c.input_size = 0;
+  const int64_t width = name == "tiny" ? 64 : name == "small" ? 128 : 384;
+  c.vit.embed_dim = width;
+  c.vit.depth = name == "tiny" ? 2 : name == "small" ? 4 : 12;
+  c.vit.num_heads = name == "tiny" ? 2 : name == "small" ? 4 : 6;
+  c.vit.mlp_hidden = 4 * width;
+  c.vit.patch_size = ae.downsample_factor();
+  c.vit.pos_grid = ae.resolution / ae.downsample_factor();
+  c.vit.layerscale = false;
+  return nn::FoundationModel(c);
+}
+
 void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& config, torch::Device device) {
   loss::ObjectiveConfig oc;  // the reference's LOSS settings, steady state after disc_start
   oc.kl_weight = 1e-6;
   oc.disc_weight = 0.5;
   oc.perceptual_weight = o.no_lpips ? 0.0 : 1.0;
   oc.disc_factor = o.no_disc ? 0.0 : 1.0;
-  oc.disc_start = 0;
+  oc.disc_start = o.disc_start;
+  oc.vf_weight = 0.1;
+  oc.adaptive_vf = true;
+  oc.vf.cos_margin = 0.5;
+  oc.vf.distmat_margin = 0.25;
   loss::VAVAEObjective objective(oc);
   randomize_lpips(*objective->perceptual_loss);
   nn::AutoencoderKL autoencoder(config);
@@ -93,7 +116,16 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
   objective->to(device);
   autoencoder->train();
   objective->train();
-  train::TrainStep step(autoencoder, objective, nullptr, nullptr, {});
+  torch::nn::Conv2d projection{nullptr};
+  train::FeatureExtractor features;
+  if (!o.no_vf) {
+    nn::FoundationModel foundation = bench_foundation_model(o.config, config);
+    foundation->to(device);
+    projection = torch::nn::Conv2d(torch::nn::Conv2dOptions(config.embed_dim, foundation->config.vit.embed_dim, 1).bias(false));
+    projection->to(device);
+    features = [foundation](const torch::Tensor& images) mutable { return foundation->features(images); };
+  }
+  train::TrainStep step(autoencoder, objective, projection, features, {});
   const torch::Tensor x = torch::rand({o.batch, 3, o.resolution, o.resolution}, device) * 2 - 1;
   int64_t batch = 0;
   train::IterationLog last;
@@ -101,7 +133,7 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
     last = step.run(x, 2 * batch, 2 * batch + 1);
     ++batch;
   });
-  print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", false}, {"last_losses", last.generator}});
+  print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", !o.no_vf}, {"disc_start", o.disc_start}, {"last_losses", last.generator}});
 }
 
 void run_bench(const BenchOptions& o) {
@@ -137,6 +169,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file");
   cmd->add_flag("--no-lpips", o->no_lpips, "train-step without the perceptual loss");
   cmd->add_flag("--no-disc", o->no_disc, "train-step without the GAN term and discriminator step");
+  cmd->add_flag("--no-vf", o->no_vf, "train-step without the VF loss and its foundation model");
+  cmd->add_option("--disc-start", o->disc_start, "train-step: GAN start (default 0: the steady state; large: the phase before it)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--res", o->resolution, "image resolution")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--steps", o->steps, "timed iterations (median reported)")->capture_default_str()->check(CLI::PositiveNumber);

@@ -62,19 +62,42 @@ bool LPIPSImpl::has_weights() const {
 
 torch::Tensor LPIPSImpl::scale_input(const torch::Tensor& x) const { return (x - shift) / scale; }
 
+std::vector<torch::Tensor> LPIPSImpl::vgg_features(const torch::Tensor& x) {
+  std::vector<torch::Tensor> taps;
+  torch::Tensor h = scale_input(x);
+  for (auto& slice : slices) {
+    h = slice->forward(h);
+    taps.push_back(h / (torch::sqrt(h.pow(2).sum(1, true)) + 1e-10));  // unit length over channels
+  }
+  return taps;
+}
+
 torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers) {
   if (x0.sizes() != x1.sizes()) throw Error("LPIPS: the two image batches differ in shape");
   if (torch::isnan(lins[0]->model[1]->as<torch::nn::Conv2d>()->weight).any().item<bool>())
     throw Error("LPIPS weights are not loaded: give the LPIPS weight file (or set perceptual_weight to 0)");
-  // Both batches go through VGG together: one pass, the same numbers.
-  torch::Tensor h = scale_input(torch::cat({x0, x1}));
-  const int64_t b = x0.size(0);
+  // A side without gradients (the real images in training) runs without an autograd graph, so the
+  // backward pass only goes through VGG once; without gradients both sides share one batch.
+  const bool grad = torch::GradMode::is_enabled() && (x0.requires_grad() || x1.requires_grad());
+  std::vector<torch::Tensor> f0, f1;
+  if (!grad) {
+    const int64_t b = x0.size(0);
+    for (const auto& f : vgg_features(torch::cat({x0, x1}))) {
+      f0.push_back(f.slice(0, 0, b));
+      f1.push_back(f.slice(0, b));
+    }
+  } else {
+    auto side = [&](const torch::Tensor& x) {
+      if (x.requires_grad()) return vgg_features(x);
+      torch::NoGradGuard no_grad;
+      return vgg_features(x);
+    };
+    f0 = side(x0);
+    f1 = side(x1);
+  }
   torch::Tensor total;
-  for (size_t k = 0; k < slices.size(); ++k) {
-    h = slices[k]->forward(h);
-    const torch::Tensor normalized = h / (torch::sqrt(h.pow(2).sum(1, true)) + 1e-10);
-    const torch::Tensor diff = (normalized.slice(0, 0, b) - normalized.slice(0, b)).pow(2);
-    const torch::Tensor term = lins[k]->model->forward(diff).mean({2, 3}, true);
+  for (size_t k = 0; k < f0.size(); ++k) {
+    const torch::Tensor term = lins[k]->model->forward((f0[k] - f1[k]).pow(2)).mean({2, 3}, true);
     if (layers) layers->push_back(term);
     total = k == 0 ? term : total + term;
   }

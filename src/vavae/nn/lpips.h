@@ -32,6 +32,7 @@ struct LPIPSImpl : torch::nn::Module {
   // Per-image distance [B, 1, 1, 1]; `layers`, if given, receives the five per-layer terms.
   torch::Tensor forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers = nullptr);
   torch::Tensor scale_input(const torch::Tensor& x) const;  // (x - shift) / scale
+  std::vector<torch::Tensor> vgg_features(const torch::Tensor& x);  // the five channel-normalised taps
   // Parameters start as NaN, so a forward pass before weights were loaded fails with an Error
   // instead of returning a distance from random VGG features.
   bool has_weights() const;

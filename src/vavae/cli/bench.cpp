@@ -20,6 +20,8 @@ struct BenchOptions {
   std::string config;  // a file, or one of the reference's names: tiny, small, f16d32 (default)
   bool no_lpips = false, no_disc = false, no_vf = false;
   int64_t disc_start = 0;  // train-step: upstream global step at which the GAN starts
+  int64_t feature_dim = 1024;  // vf-loss: D (DINOv2 ViT-L)
+  bool explicit_gram = false;  // vf-loss: upstream's full N x N matrices instead of row blocks
   int64_t batch = 1, resolution = 256, steps = 5, warmup = 1;
   RuntimeOptions runtime;
 };
@@ -136,6 +138,27 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
   print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", !o.no_vf}, {"disc_start", o.disc_start}, {"last_losses", last.generator}});
 }
 
+// The distance-matrix term of the VF loss, forward + backward, on a latent grid of --res / 16
+// (N = grid^2 positions): row blocks against upstream's full N x N matrices.
+void run_vf_loss_bench(const BenchOptions& o, torch::Device device) {
+  const int64_t grid = o.resolution / 16, d = o.feature_dim;
+  const torch::Tensor z = torch::randn({o.batch, d, grid, grid}, device).requires_grad_(true);
+  const torch::Tensor f = torch::randn({o.batch, d, grid, grid}, device);
+  loss::VFLossConfig c;
+  c.cos_margin = 0.5, c.distmat_margin = 0.25;
+  auto step = [&] {
+    const auto zn = torch::nn::functional::normalize(z, torch::nn::functional::NormalizeFuncOptions().dim(1)).flatten(2);
+    const auto fn = torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(1)).flatten(2);
+    const torch::Tensor mdms =
+        o.explicit_gram  // upstream's formula
+            ? torch::relu((torch::bmm(zn.transpose(1, 2), zn) - torch::bmm(fn.transpose(1, 2), fn)).abs() - c.distmat_margin).mean()
+            : loss::marginal_distance_matrix_loss(zn, fn, c.distmat_margin);
+    mdms.backward();
+  };
+  print_result(o, device, time_steps(o, device, step),
+               {{"n", grid * grid}, {"feature_dim", d}, {"explicit_gram", o.explicit_gram}});
+}
+
 void run_bench(const BenchOptions& o) {
   const torch::Device device = apply_runtime_options(o.runtime);
   const nn::AutoencoderConfig config = bench_config(o.config);
@@ -143,6 +166,7 @@ void run_bench(const BenchOptions& o) {
     throw Error("--res " + std::to_string(o.resolution) + " is not divisible by " + std::to_string(config.downsample_factor()));
   torch::manual_seed(0);
   if (o.what == "train-step") return run_train_step_bench(o, config, device);
+  if (o.what == "vf-loss") return run_vf_loss_bench(o, device);
   nn::AutoencoderKL model(config);
   model->to(device);
   model->eval();
@@ -163,13 +187,15 @@ void run_bench(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "time encode, decode or a training iteration with random weights");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("what", o->what, "encode, decode or train-step (generator + discriminator step)")
+  cmd->add_option("what", o->what, "encode, decode, train-step (generator + discriminator step) or vf-loss")
       ->required()
-      ->check(CLI::IsMember({"encode", "decode", "train-step"}));
+      ->check(CLI::IsMember({"encode", "decode", "train-step", "vf-loss"}));
   cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file");
   cmd->add_flag("--no-lpips", o->no_lpips, "train-step without the perceptual loss");
   cmd->add_flag("--no-disc", o->no_disc, "train-step without the GAN term and discriminator step");
   cmd->add_flag("--no-vf", o->no_vf, "train-step without the VF loss and its foundation model");
+  cmd->add_option("--feature-dim", o->feature_dim, "vf-loss: foundation feature width")->capture_default_str();
+  cmd->add_flag("--explicit-gram", o->explicit_gram, "vf-loss: upstream's full N x N Gram matrices (for comparison)");
   cmd->add_option("--disc-start", o->disc_start, "train-step: GAN start (default 0: the steady state; large: the phase before it)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--res", o->resolution, "image resolution")->capture_default_str()->check(CLI::PositiveNumber);

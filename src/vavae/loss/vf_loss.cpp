@@ -16,21 +16,22 @@ int64_t default_rows_per_block(int64_t batch, int64_t n) {
   return std::max<int64_t>(1, std::min<int64_t>(n, budget / std::max<int64_t>(1, batch * n)));
 }
 
-// Row block [r0, r1) of the difference of the Gram matrices: [B, r1 - r0, N].
-torch::Tensor gram_difference_rows(const torch::Tensor& zn, const torch::Tensor& fn, int64_t r0, int64_t r1) {
-  const torch::Tensor gz = torch::bmm(zn.slice(2, r0, r1).transpose(1, 2), zn);
-  const torch::Tensor gf = torch::bmm(fn.slice(2, r0, r1).transpose(1, 2), fn);
-  return gz - gf;
+// Rows [r0, r1) of G_z - G_f, [B, r1 - r0, N], from the position-major copies znT, fnT [B, N, D]
+// (contiguous, so every block is a plain batched matrix product).
+torch::Tensor gram_difference_rows(const torch::Tensor& znT, const torch::Tensor& fnT, int64_t r0, int64_t r1) {
+  torch::Tensor d = torch::bmm(znT.slice(1, r0, r1), znT.transpose(1, 2));
+  return d.sub_(torch::bmm(fnT.slice(1, r0, r1), fnT.transpose(1, 2)));
 }
 
 struct MarginalDistanceMatrix : torch::autograd::Function<MarginalDistanceMatrix> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor zn, torch::Tensor fn, double margin, int64_t rows) {
     torch::NoGradGuard no_grad;
     const int64_t n = zn.size(2);
+    const torch::Tensor znT = zn.transpose(1, 2).contiguous(), fnT = fn.transpose(1, 2).contiguous();
     torch::Tensor sum = torch::zeros({}, zn.options());
     for (int64_t r0 = 0; r0 < n; r0 += rows)
-      sum += torch::relu(gram_difference_rows(zn, fn, r0, std::min(n, r0 + rows)).abs_().sub_(margin)).sum();
-    ctx->save_for_backward({zn, fn});
+      sum += gram_difference_rows(znT, fnT, r0, std::min(n, r0 + rows)).abs_().sub_(margin).relu_().sum();
+    ctx->save_for_backward({znT, fnT});
     ctx->saved_data["margin"] = margin;
     ctx->saved_data["rows"] = rows;
     return sum / static_cast<double>(zn.size(0) * n * n);
@@ -38,21 +39,23 @@ struct MarginalDistanceMatrix : torch::autograd::Function<MarginalDistanceMatrix
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor& zn = saved[0];
-    const torch::Tensor& fn = saved[1];
+    const torch::Tensor& znT = saved[0];
+    const torch::Tensor& fnT = saved[1];
     const double margin = ctx->saved_data["margin"].toDouble();
     const int64_t rows = ctx->saved_data["rows"].toInt();
-    const int64_t n = zn.size(2);
-    // dL/dG_z = sign(d) [|d| > m] / (B N^2); G_z = zn^T zn is symmetric, so dL/dzn = 2 zn S.
-    const torch::Tensor scale = grad_outputs[0] * (2.0 / static_cast<double>(zn.size(0) * n * n));
-    torch::Tensor grad = torch::zeros_like(zn);
+    const int64_t b = znT.size(0), n = znT.size(1);
+    // dL/dG_z = S = sign(d) [|d| > m] / (B N^2), symmetric, and G_z = zn^T zn, so
+    // dL/dzn = 2 zn S, i.e. (dL/dzn)^T = 2 S zn^T: each row block of S gives its own rows.
+    torch::Tensor gradT = torch::empty_like(znT);
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
       const int64_t r1 = std::min(n, r0 + rows);
-      const torch::Tensor d = gram_difference_rows(zn, fn, r0, r1);
-      const torch::Tensor s = torch::sign(d) * (d.abs() > margin);  // [B, rows, N]
-      grad.add_(torch::bmm(zn.slice(2, r0, r1), s));
+      torch::Tensor d = gram_difference_rows(znT, fnT, r0, r1);
+      const torch::Tensor active = d.abs().gt_(margin);
+      torch::Tensor rows_of_grad = gradT.slice(1, r0, r1);
+      torch::bmm_out(rows_of_grad, d.sign_().mul_(active), znT);
     }
-    return {grad * scale, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const torch::Tensor scale = grad_outputs[0] * (2.0 / static_cast<double>(b * n * n));
+    return {gradT.transpose(1, 2) * scale, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -79,7 +82,16 @@ torch::Tensor align_features(const torch::Tensor& features, int64_t h, int64_t w
 
 torch::Tensor marginal_distance_matrix_loss(const torch::Tensor& z_normalized, const torch::Tensor& f_normalized,
                                             double margin, int64_t rows_per_block) {
-  const int64_t rows = rows_per_block > 0 ? rows_per_block : default_rows_per_block(z_normalized.size(0), z_normalized.size(2));
+  const int64_t b = z_normalized.size(0), n = z_normalized.size(2);
+  // Whole matrices of up to 64 MiB cost less than the blockwise copies and recomputation.
+  const int64_t rows = rows_per_block > 0 ? rows_per_block
+                       : b * n * n <= (64ll << 20) / 4 ? n
+                                                      : default_rows_per_block(b, n);
+  if (rows >= n) {  // upstream's formula, differentiated by autograd
+    const torch::Tensor fn = f_normalized.detach();
+    const torch::Tensor gram_z = torch::bmm(z_normalized.transpose(1, 2), z_normalized);
+    return torch::relu((gram_z - torch::bmm(fn.transpose(1, 2), fn)).abs() - margin).mean();
+  }
   return MarginalDistanceMatrix::apply(z_normalized, f_normalized.detach(), margin, rows);
 }
 

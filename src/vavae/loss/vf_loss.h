@@ -21,9 +21,11 @@ struct VFLossTerms {
 // Features on another grid than the latent are first resized to it with `align_features`.
 VFLossTerms vf_loss(const torch::Tensor& z_proj, const torch::Tensor& features, const VFLossConfig& config);
 
-// The marginal distance-matrix term alone, on channel-normalised [B, D, N] inputs. The N x N Gram
-// matrices are formed block by block of rows, in the forward and again in the backward pass, so
-// memory grows with rows_per_block x N, not N^2 (N = 1024 at 512 px). Gradients flow to z only.
+// The marginal distance-matrix term alone, on channel-normalised [B, D, N] inputs. Where the N x N
+// Gram matrices are large (B N^2 over 64 MiB, e.g. N = 4096 at 1024 px) they are formed block by
+// block of rows, in the forward and again in the backward pass, so memory grows with
+// rows_per_block x N, not N^2; smaller ones are formed whole (rows_per_block >= N forces that,
+// 0 chooses). Gradients flow to z only.
 torch::Tensor marginal_distance_matrix_loss(const torch::Tensor& z_normalized, const torch::Tensor& f_normalized,
                                             double margin, int64_t rows_per_block = 0);
 

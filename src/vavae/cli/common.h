@@ -33,5 +33,6 @@ void for_each_batch(int64_t count, int64_t batch_size, Fn&& fn) {
 void add_inspect_command(CLI::App& app);
 void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct
 void add_bench_command(CLI::App& app);
+void add_foundation_commands(CLI::App& app);  // train-fm, probe
 
 }  // namespace vavae::cli

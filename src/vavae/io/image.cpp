@@ -80,9 +80,9 @@ std::vector<std::string> list_images(const std::string& path) {
   return files;
 }
 
-Image center_crop_resize(const Image& image, int64_t size) {
+Image resize_shorter_side(const Image& image, int64_t size) {
   if (size <= 0) throw Error("resolution must be positive, got " + std::to_string(size));
-  if (image.height == size && image.width == size) return image;
+  if (std::min(image.height, image.width) == size) return image;
   torch::NoGradGuard no_grad;
   torch::Tensor x = to_nchw_float(image);
   while (std::min(x.size(2), x.size(3)) >= 2 * size)
@@ -96,9 +96,44 @@ Image center_crop_resize(const Image& image, int64_t size) {
                               .mode(torch::kBicubic)
                               .align_corners(false)
                               .antialias(true));
-  x = x.round().clamp(0, 255);
-  const int64_t top = (h - size) / 2, left = (w - size) / 2;
-  return from_nchw_float(x.slice(2, top, top + size).slice(3, left, left + size));
+  return from_nchw_float(x);
+}
+
+Image crop(const Image& image, int64_t top, int64_t left, int64_t size) {
+  if (top < 0 || left < 0 || top + size > image.height || left + size > image.width)
+    throw Error("crop " + std::to_string(size) + "x" + std::to_string(size) + " at (" + std::to_string(top) + "," +
+                std::to_string(left) + ") leaves the " + std::to_string(image.height) + "x" + std::to_string(image.width) + " image");
+  Image out;
+  out.height = out.width = size;
+  out.rgb.resize(static_cast<size_t>(size * size * 3));
+  for (int64_t y = 0; y < size; ++y)
+    std::memcpy(&out.rgb[y * size * 3], &image.rgb[((top + y) * image.width + left) * 3], static_cast<size_t>(size * 3));
+  return out;
+}
+
+Image center_crop_resize(const Image& image, int64_t size) {
+  if (image.height == size && image.width == size) return image;
+  const Image resized = resize_shorter_side(image, size);
+  return crop(resized, (resized.height - size) / 2, (resized.width - size) / 2, size);
+}
+
+Image flip_horizontal(const Image& image) {
+  Image out = image;
+  for (int64_t y = 0; y < image.height; ++y)
+    for (int64_t x = 0; x < image.width; ++x)
+      std::memcpy(&out.rgb[(y * image.width + x) * 3], &image.rgb[(y * image.width + image.width - 1 - x) * 3], 3);
+  return out;
+}
+
+Image pad(const Image& image, int64_t p) {
+  if (p == 0) return image;
+  Image out;
+  out.height = image.height + 2 * p;
+  out.width = image.width + 2 * p;
+  out.rgb.assign(static_cast<size_t>(out.height * out.width * 3), 0);
+  for (int64_t y = 0; y < image.height; ++y)
+    std::memcpy(&out.rgb[((y + p) * out.width + p) * 3], &image.rgb[y * image.width * 3], static_cast<size_t>(image.width * 3));
+  return out;
 }
 
 torch::Tensor images_to_tensor(const std::vector<Image>& images) {

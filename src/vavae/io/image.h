@@ -19,10 +19,20 @@ void write_png(const std::string& path, const Image& image);  // atomic
 // A file, or the image files (png/jpg/jpeg/bmp) directly inside a folder, sorted by name.
 std::vector<std::string> list_images(const std::string& path);
 
-// Shorter side to `size`, then centre crop to size x size, the way the ADM/LightningDiT data
-// pipeline does it: halve with a box filter while the short side is >= 2*size, then bicubic
-// (antialiased, PIL's a = -0.5) to the exact size, round to 8 bit, crop the centre.
+// Shorter side to `size` the way the ADM/LightningDiT data pipeline does it: halve with a box
+// filter while the short side is >= 2*size, then bicubic (antialiased, PIL's a = -0.5) to the exact
+// size, rounded to 8 bit. Unchanged when the shorter side already is `size`.
+Image resize_shorter_side(const Image& image, int64_t size);
+
+// The size x size square at (top, left).
+Image crop(const Image& image, int64_t top, int64_t left, int64_t size);
+
+// resize_shorter_side, then the centre square.
 Image center_crop_resize(const Image& image, int64_t size);
+
+// Mirror left-right; zero-pad every side by `pad` pixels.
+Image flip_horizontal(const Image& image);
+Image pad(const Image& image, int64_t pad);
 
 // [B, 3, H, W] float32 in [-1, 1] as float32(double(u8) / 127.5 - 1) (the exact fixture mapping).
 torch::Tensor images_to_tensor(const std::vector<Image>& images);

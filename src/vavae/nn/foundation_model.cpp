@@ -1,5 +1,7 @@
 #include "vavae/nn/foundation_model.h"
 
+#include <filesystem>
+
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/io/weights.h"
@@ -30,6 +32,45 @@ void FoundationModelImpl::load(const std::string& path) {
   io::load_into(*vit, file);
   for (auto& p : parameters()) p.set_requires_grad(false);
   eval();
+}
+
+FoundationModel make_foundation_model(const FoundationSpec& spec) {
+  FoundationModelConfig c;
+  c.input_mode = spec.input_mode;
+  c.bf16 = spec.bf16;
+  std::string weights = spec.weights;
+  if (std::filesystem::is_regular_file(spec.use_vf)) {
+    const io::SafetensorsReader reader(spec.use_vf);
+    const auto& meta = reader.metadata();
+    if (!meta.count("vavae_vit_config"))
+      throw Error(spec.use_vf + ": not a vavae ViT checkpoint (no vavae_vit_config metadata); for timm or official weights set "
+                  "use_vf to the model name and foundation weights to the file");
+    c.family = "vit";
+    c.vit = vit_config_from_json(meta.at("vavae_vit_config"), spec.use_vf);
+    c.input_size = meta.count("input_resolution") ? std::stoll(meta.at("input_resolution")) : 0;
+    weights = spec.use_vf;
+  } else {
+    const std::string name = spec.use_vf == "dinov2" ? "vit_large_patch14_dinov2.lvd142m"
+                             : spec.use_vf == "mae"  ? "vit_large_patch16_224.mae"
+                                                     : spec.use_vf;
+    c.vit = vit_preset(name);
+    c.family = name.find("dinov2") != std::string::npos ? "dinov2" : "mae";
+    c.input_size = c.family == "dinov2" ? 224 : 0;
+    if (weights.empty())
+      throw Error("use_vf: " + spec.use_vf + " needs its weights (timm safetensors, or the official release's .pth): "
+                  "set the foundation model's weights path; they cannot be downloaded here");
+  }
+  if (spec.input_size >= 0) c.input_size = spec.input_size;
+  FoundationModel model(c);
+  model->load(weights);
+  return model;
+}
+
+FoundationModel load_foundation_model(const std::string& path, const std::string& input_mode) {
+  FoundationSpec spec;
+  spec.use_vf = path;
+  spec.input_mode = input_mode;
+  return make_foundation_model(spec);
 }
 
 torch::Tensor FoundationModelImpl::features(const torch::Tensor& images) {

@@ -33,4 +33,19 @@ class FoundationModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(FoundationModel);
 
+// What the config's `use_vf` and foundation keys say.
+struct FoundationSpec {
+  std::string use_vf = "dinov2";  // dinov2 | mae | a timm ViT name | a checkpoint written by train-fm
+  std::string weights;            // the weight file (a train-fm checkpoint is its own)
+  std::string input_mode = "upstream";
+  int64_t input_size = -1;        // -1: the family's (224 for DINOv2, none for MAE, train-fm's own)
+  bool bf16 = false;
+};
+
+// Builds and loads the frozen foundation model; a missing weight file is an Error.
+FoundationModel make_foundation_model(const FoundationSpec& spec);
+
+// A train-fm checkpoint (its architecture comes from its metadata).
+FoundationModel load_foundation_model(const std::string& path, const std::string& input_mode);
+
 }  // namespace vavae::nn

@@ -1,5 +1,7 @@
 #include "vavae/nn/vit.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 
 #include "vavae/common/error.h"
@@ -149,6 +151,30 @@ torch::Tensor ViTImpl::forward_features(const torch::Tensor& x) {
   }
   for (const auto& block : *blocks) tokens = block->as<ViTBlock>()->forward(tokens);
   return norm(tokens);
+}
+
+std::string vit_config_to_json(const ViTConfig& c) {
+  return nlohmann::json{{"patch_size", c.patch_size},   {"embed_dim", c.embed_dim},     {"depth", c.depth},
+                        {"num_heads", c.num_heads},     {"mlp_hidden", c.mlp_hidden},   {"swiglu", c.swiglu},
+                        {"class_token", c.class_token}, {"reg_tokens", c.reg_tokens},   {"no_embed_class", c.no_embed_class},
+                        {"layerscale", c.layerscale},   {"pos_grid", c.pos_grid},       {"norm_eps", c.norm_eps},
+                        {"in_chans", c.in_chans}}
+      .dump();
+}
+
+ViTConfig vit_config_from_json(const std::string& text, const std::string& source) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    ViTConfig c;
+    c.patch_size = j.at("patch_size"), c.embed_dim = j.at("embed_dim"), c.depth = j.at("depth");
+    c.num_heads = j.at("num_heads"), c.mlp_hidden = j.at("mlp_hidden"), c.swiglu = j.at("swiglu");
+    c.class_token = j.at("class_token"), c.reg_tokens = j.at("reg_tokens"), c.no_embed_class = j.at("no_embed_class");
+    c.layerscale = j.at("layerscale"), c.pos_grid = j.at("pos_grid"), c.norm_eps = j.at("norm_eps");
+    c.in_chans = j.at("in_chans");
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": bad ViT config in the metadata: " + e.what());
+  }
 }
 
 io::NamedTensors to_timm_names(const io::NamedTensors& tensors) {

@@ -62,6 +62,10 @@ struct ViTImpl : torch::nn::Module {
 };
 TORCH_MODULE(ViT);
 
+// The config as JSON (stored in the safetensors metadata of the ViTs vavae trains), and back.
+std::string vit_config_to_json(const ViTConfig& c);
+ViTConfig vit_config_from_json(const std::string& json, const std::string& source);
+
 // Renames a state dict to timm's names: the official DINOv2 release (`register_tokens`,
 // `mlp.w12` / `mlp.w3`, `mask_token` dropped) and MAE's own checkpoints (`model.` prefix) are
 // recognised; timm's names pass through.

@@ -1,0 +1,180 @@
+#include "vavae/data/dataset.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "vavae/common/error.h"
+
+namespace vavae::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";
+
+// The whole file, gunzipped when it ends in .gz.
+std::string read_maybe_gzipped(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open");
+  std::string out;
+  char buffer[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buffer, sizeof(buffer))) > 0) out.append(buffer, static_cast<size_t>(n));
+  const bool failed = n < 0;
+  gzclose(f);
+  if (failed) throw Error(path + ": corrupt gzip data");
+  return out;
+}
+
+uint32_t be32(const std::string& s, size_t at) {
+  return (uint32_t(uint8_t(s[at])) << 24) | (uint32_t(uint8_t(s[at + 1])) << 16) | (uint32_t(uint8_t(s[at + 2])) << 8) |
+         uint32_t(uint8_t(s[at + 3]));
+}
+
+std::string find_idx(const std::string& folder, const std::string& stem) {
+  for (const std::string name : {stem, stem + ".gz"})
+    if (fs::exists(fs::path(folder) / name)) return (fs::path(folder) / name).string();
+  throw Error(folder + ": no " + stem + "[.gz] (install the Debian package dataset-fashion-mnist, or point at an IDX folder)");
+}
+
+class IdxDataset : public Dataset {
+ public:
+  IdxDataset(const std::string& folder, const std::string& split) : folder_(folder), split_(split) {
+    const std::string prefix = split == "test" ? "t10k" : split == "train" ? "train" : "";
+    if (prefix.empty()) throw Error("IDX split must be train or test, got '" + split + "'");
+    const std::string images_path = find_idx(folder, prefix + "-images-idx3-ubyte");
+    const std::string labels_path = find_idx(folder, prefix + "-labels-idx1-ubyte");
+    pixels_ = read_maybe_gzipped(images_path);
+    labels_ = read_maybe_gzipped(labels_path);
+    if (pixels_.size() < 16 || be32(pixels_, 0) != 0x803) throw Error(images_path + ": not an IDX image file (magic 0x803)");
+    if (labels_.size() < 8 || be32(labels_, 0) != 0x801) throw Error(labels_path + ": not an IDX label file (magic 0x801)");
+    count_ = be32(pixels_, 4);
+    rows_ = be32(pixels_, 8);
+    cols_ = be32(pixels_, 12);
+    if (pixels_.size() != 16 + size_t(count_) * rows_ * cols_) throw Error(images_path + ": size does not match its header");
+    if (be32(labels_, 4) != count_ || labels_.size() != 8 + size_t(count_)) throw Error(labels_path + ": label count does not match the images");
+  }
+  size_t size() const override { return count_; }
+  io::Image image(size_t i) const override {
+    io::Image img;
+    img.height = rows_;
+    img.width = cols_;
+    img.rgb.resize(size_t(rows_) * cols_ * 3);
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(pixels_.data()) + 16 + i * rows_ * cols_;
+    for (size_t p = 0; p < size_t(rows_) * cols_; ++p) img.rgb[3 * p] = img.rgb[3 * p + 1] = img.rgb[3 * p + 2] = src[p];
+    return img;
+  }
+  int64_t label(size_t i) const override { return uint8_t(labels_[8 + i]); }
+  std::string describe() const override {
+    return "IDX " + folder_ + " (" + split_ + ", " + std::to_string(count_) + " images of " + std::to_string(rows_) + "x" +
+           std::to_string(cols_) + ")";
+  }
+
+ private:
+  std::string folder_, split_, pixels_, labels_;
+  uint32_t count_ = 0, rows_ = 0, cols_ = 0;
+};
+
+bool is_image(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+class FileDataset : public Dataset {
+ public:
+  FileDataset(std::vector<std::string> files, std::vector<int64_t> labels, std::string description)
+      : files_(std::move(files)), labels_(std::move(labels)), description_(std::move(description)) {}
+  size_t size() const override { return files_.size(); }
+  io::Image image(size_t i) const override { return io::read_image(files_[i]); }
+  int64_t label(size_t i) const override { return labels_.empty() ? -1 : labels_[i]; }
+  std::string describe() const override { return description_; }
+
+ private:
+  std::vector<std::string> files_;
+  std::vector<int64_t> labels_;
+  std::string description_;
+};
+
+class Subset : public Dataset {
+ public:
+  Subset(std::shared_ptr<Dataset> base, size_t count) : base_(std::move(base)), count_(count) {}
+  size_t size() const override { return count_; }
+  io::Image image(size_t i) const override { return base_->image(i); }
+  int64_t label(size_t i) const override { return base_->label(i); }
+  std::string describe() const override { return base_->describe() + ", first " + std::to_string(count_); }
+
+ private:
+  std::shared_ptr<Dataset> base_;
+  size_t count_;
+};
+
+}  // namespace
+
+std::shared_ptr<Dataset> idx_dataset(const std::string& folder, const std::string& split) {
+  return std::make_shared<IdxDataset>(folder, split);
+}
+
+std::shared_ptr<Dataset> image_folder(const std::string& root) {
+  if (!fs::is_directory(root)) throw Error(root + ": not a folder");
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink))
+    if (e.is_regular_file() && is_image(e.path())) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(root + ": holds no PNG/JPEG/BMP images");
+  std::map<std::string, int64_t> classes;
+  std::vector<int64_t> labels;
+  for (const auto& f : files) {
+    const fs::path rel = fs::relative(f, root);
+    const std::string cls = std::distance(rel.begin(), rel.end()) > 1 ? rel.begin()->string() : "";
+    labels.push_back(classes.emplace(cls, static_cast<int64_t>(classes.size())).first->second);
+  }
+  const bool labelled = classes.size() > 1 || !classes.begin()->first.empty();
+  const std::string description = "image folder " + root + " (" + std::to_string(files.size()) + " images, " +
+                                  std::to_string(classes.size()) + " classes)";
+  return std::make_shared<FileDataset>(std::move(files), labelled ? labels : std::vector<int64_t>{}, description);
+}
+
+std::shared_ptr<Dataset> file_list(const std::string& list) {
+  std::ifstream in(list);
+  if (!in) throw Error(list + ": cannot open file list");
+  std::vector<std::string> files;
+  std::string line;
+  const fs::path base = fs::path(list).parent_path();
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    files.push_back(fs::path(line).is_absolute() ? line : (base / line).string());
+  }
+  if (files.empty()) throw Error(list + ": the file list is empty");
+  const std::string description = "file list " + list + " (" + std::to_string(files.size()) + " images)";
+  return std::make_shared<FileDataset>(std::move(files), std::vector<int64_t>{}, description);
+}
+
+std::shared_ptr<Dataset> subset(std::shared_ptr<Dataset> base, size_t count) {
+  if (count == 0 || count >= base->size()) return base;
+  return std::make_shared<Subset>(std::move(base), count);
+}
+
+std::shared_ptr<Dataset> open_dataset(const std::string& spec) {
+  auto split_of = [](const std::string& s, const std::string& fallback) {
+    const auto colon = s.rfind(':');
+    return colon == std::string::npos ? fallback : s.substr(colon + 1);
+  };
+  if (spec.rfind("fashion-mnist", 0) == 0) return idx_dataset(kFashionMnist, split_of(spec.substr(13), "train"));
+  if (spec.rfind("idx:", 0) == 0) {
+    const std::string rest = spec.substr(4);
+    const auto colon = rest.rfind(':');
+    if (colon != std::string::npos && (rest.substr(colon + 1) == "train" || rest.substr(colon + 1) == "test"))
+      return idx_dataset(rest.substr(0, colon), rest.substr(colon + 1));
+    return idx_dataset(rest, "train");
+  }
+  if (fs::is_regular_file(spec) && fs::path(spec).extension() == ".txt") return file_list(spec);
+  if (fs::is_directory(spec)) return image_folder(spec);
+  throw Error("dataset '" + spec + "': not fashion-mnist[:train|:test], idx:FOLDER[:split], a .txt file list or an image folder");
+}
+
+}  // namespace vavae::data

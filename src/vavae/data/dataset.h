@@ -1,0 +1,39 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vavae/io/image.h"
+
+// Image datasets: an item is an 8-bit RGB image and a class label (-1 when there is none).
+namespace vavae::data {
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual size_t size() const = 0;
+  virtual io::Image image(size_t index) const = 0;  // throws vavae::Error for an unreadable item
+  virtual int64_t label(size_t index) const = 0;
+  virtual std::string describe() const = 0;
+};
+
+// Fashion-MNIST (or MNIST) IDX files, gzipped or not: `{train,t10k}-images-idx3-ubyte[.gz]` and the
+// labels beside them. Grayscale is replicated to RGB.
+std::shared_ptr<Dataset> idx_dataset(const std::string& folder, const std::string& split);
+
+// Images below `root`, recursively (png, jpg, jpeg, bmp); the first sub-folder is the class.
+std::shared_ptr<Dataset> image_folder(const std::string& root);
+
+// One image path per line (relative paths are taken from the list's folder); no labels.
+std::shared_ptr<Dataset> file_list(const std::string& list);
+
+// The first `count` items of another dataset (all when count is 0 or larger than it).
+std::shared_ptr<Dataset> subset(std::shared_ptr<Dataset> base, size_t count);
+
+// From a source spec: "fashion-mnist[:train|:test]" (the Debian dataset folder), "idx:FOLDER[:split]",
+// a .txt file list, or an image folder.
+std::shared_ptr<Dataset> open_dataset(const std::string& spec);
+
+}  // namespace vavae::data

@@ -1,0 +1,109 @@
+#include "vavae/data/loader.h"
+
+#include <algorithm>
+#include <iostream>
+#include <random>
+
+#include "vavae/common/error.h"
+
+namespace vavae::data {
+namespace {
+
+uint64_t mix(uint64_t a, uint64_t b) {  // splitmix64 of a combined key
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Loader::Loader(std::shared_ptr<Dataset> dataset, const LoaderConfig& config) : dataset_(std::move(dataset)), config_(config) {
+  if (config_.batch_size <= 0) throw Error("batch_size must be positive");
+  if (static_cast<int64_t>(dataset_->size()) < config_.batch_size)
+    throw Error(dataset_->describe() + ": fewer images than one batch of " + std::to_string(config_.batch_size));
+}
+
+Loader::~Loader() {
+  for (auto& f : ahead_)
+    if (f.valid()) f.wait();
+}
+
+int64_t Loader::batches_per_epoch() const { return static_cast<int64_t>(dataset_->size()) / config_.batch_size; }
+
+std::vector<size_t> Loader::permutation(int64_t epoch) const {
+  std::lock_guard<std::mutex> lock(permutation_mutex_);
+  if (cached_permutation_.first != epoch) {
+    std::vector<size_t> order(dataset_->size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    if (config_.shuffle) {
+      std::mt19937_64 rng(mix(config_.seed, static_cast<uint64_t>(epoch)));
+      std::shuffle(order.begin(), order.end(), rng);
+    }
+    cached_permutation_ = {epoch, std::move(order)};
+  }
+  return cached_permutation_.second;
+}
+
+io::Image Loader::transformed(size_t item, uint64_t rng_seed) const {
+  const TransformConfig& t = config_.transform;
+  io::Image img = io::pad(dataset_->image(item), t.pad);
+  std::mt19937_64 rng(rng_seed);
+  img = io::resize_shorter_side(img, t.resolution);
+  if (t.random_crop) {
+    const int64_t top = std::uniform_int_distribution<int64_t>(0, img.height - t.resolution)(rng);
+    const int64_t left = std::uniform_int_distribution<int64_t>(0, img.width - t.resolution)(rng);
+    img = io::crop(img, top, left, t.resolution);
+  } else if (img.height != t.resolution || img.width != t.resolution) {
+    img = io::crop(img, (img.height - t.resolution) / 2, (img.width - t.resolution) / 2, t.resolution);
+  }
+  if (t.horizontal_flip && std::bernoulli_distribution(0.5)(rng)) img = io::flip_horizontal(img);
+  return img;
+}
+
+Batch Loader::batch(int64_t epoch, int64_t index) const {
+  const std::vector<size_t> order = permutation(epoch);
+  std::vector<io::Image> images;
+  std::vector<int64_t> labels;
+  size_t position = static_cast<size_t>(index * config_.batch_size);
+  size_t attempts = 0;
+  while (static_cast<int64_t>(images.size()) < config_.batch_size) {
+    if (attempts++ > order.size()) throw Error(dataset_->describe() + ": no readable images left");
+    const size_t item = order[position++ % order.size()];
+    try {
+      images.push_back(transformed(item, mix(mix(config_.seed, static_cast<uint64_t>(epoch)), item)));
+      labels.push_back(dataset_->label(item));
+    } catch (const Error& e) {
+      ++skipped_;
+      std::cerr << "warning: skipping unreadable image: " << e.what() << "\n";
+    }
+  }
+  Batch b;
+  b.images = io::images_to_tensor(images);
+  b.labels = torch::tensor(labels, torch::kInt64);
+  b.epoch = epoch;
+  b.index = index;
+  return b;
+}
+
+void Loader::start(int64_t epoch, int64_t index) {
+  for (auto& f : ahead_)
+    if (f.valid()) f.wait();
+  ahead_.clear();
+  next_epoch_ = epoch;
+  next_index_ = index;
+}
+
+Batch Loader::next() {
+  const int64_t depth = std::max<int64_t>(1, config_.workers);
+  while (static_cast<int64_t>(ahead_.size()) < depth) {
+    const int64_t e = next_epoch_, i = next_index_;
+    ahead_.push_back(std::async(std::launch::async, [this, e, i] { return batch(e, i); }));
+    if (++next_index_ >= batches_per_epoch()) next_index_ = 0, ++next_epoch_;
+  }
+  Batch b = ahead_.front().get();
+  ahead_.pop_front();
+  return b;
+}
+
+}  // namespace vavae::data

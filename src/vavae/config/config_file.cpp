@@ -112,6 +112,8 @@ nlohmann::json load_config_file(const std::string& path) {
   }
 }
 
+nlohmann::json load_config_text(const std::string& yaml) { return yaml_to_json(YAML::Load(yaml)); }
+
 template <typename T>
 T get_or(const nlohmann::json& section, const std::string& key, const T& fallback, const std::string& where) {
   if (!section.contains(key) || section[key].is_null()) return fallback;

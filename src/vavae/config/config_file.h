@@ -7,6 +7,7 @@ namespace vavae::config {
 
 // A YAML or JSON file as JSON (YAML scalars keep their YAML type: 1 int, 1.0 float, true bool).
 nlohmann::json load_config_file(const std::string& path);
+nlohmann::json load_config_text(const std::string& yaml);
 
 // Reads `key` of `section` as T; an absent key gives `fallback`, a wrong type an Error naming
 // `where`.key and the expected type.

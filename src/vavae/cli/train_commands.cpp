@@ -1,0 +1,86 @@
+// vavae train / report / export: the training run and what it leaves behind.
+#include <iostream>
+
+#include "vavae/cli/common.h"
+#include "vavae/common/error.h"
+#include "vavae/config/config_file.h"
+#include "vavae/config/train_config.h"
+#include "vavae/eval/report.h"
+#include "vavae/io/weights.h"
+#include "vavae/train/checkpoint.h"
+#include "vavae/train/trainer.h"
+
+namespace vavae::cli {
+namespace {
+
+struct TrainOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string output;
+  std::string resume;
+  bool resume_given = false;
+  int64_t max_steps = 0;
+};
+
+void run_train(const TrainOptions& o) {
+  nlohmann::json tree = config::load_config_file(o.config);
+  config::apply_overrides(tree, o.overrides);
+  const config::TrainConfig c = config::train_config_from_json(tree, o.config);
+  train::RunOptions ro;
+  ro.output = o.output.empty() ? "runs/" + std::filesystem::path(o.config).stem().string() : o.output;
+  ro.resume = o.resume_given ? (o.resume.empty() ? ro.output : o.resume) : "";
+  ro.max_steps = o.max_steps;
+  const train::RunSummary s = train::run_training(c, ro);
+  if (!s.interrupted) {
+    eval::write_report(ro.output);
+    std::cout << "run folder " << ro.output << ": metrics.jsonl, images/, checkpoints/, autoencoder.safetensors, report.html"
+              << std::endl;
+  }
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  {
+    auto* cmd = app.add_subcommand("train", "train a VA-VAE (upstream config layout)");
+    auto o = std::make_shared<TrainOptions>();
+    cmd->add_option("--config", o->config, "training config (YAML or JSON)")->required();
+    cmd->add_option("--set", o->overrides, "override a config value: key.path=value (repeatable)");
+    cmd->add_option("--output", o->output, "run folder (default runs/<config name>)");
+    cmd->add_option("--resume", o->resume, "continue from the newest checkpoint of a run folder (default: --output) or a checkpoint")
+        ->expected(0, 1)
+        ->each([o](const std::string&) { o->resume_given = true; });
+    cmd->add_option("--max-steps", o->max_steps, "cap the run at this many steps (batches)")->capture_default_str();
+    cmd->callback([o, cmd] {
+      if (cmd->count("--resume") > 0) o->resume_given = true;
+      run_train(*o);
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("report", "write RUN_DIR/report.html: loss curves, adaptive weights, reconstructions, config");
+    auto dir = std::make_shared<std::string>();
+    cmd->add_option("run", *dir, "run folder")->required();
+    cmd->callback([dir] { std::cout << "wrote " << eval::write_report(*dir) << std::endl; });
+  }
+  {
+    auto* cmd = app.add_subcommand("export", "write the inference weights of a training checkpoint (upstream names)");
+    auto in = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    cmd->add_option("checkpoint", *in, "a training checkpoint or run folder")->required();
+    cmd->add_option("output", *out, "output .safetensors")->required();
+    cmd->callback([in, out] {
+      const std::string path = train::find_checkpoint(*in);
+      io::WeightFile file = io::read_weights(path);
+      io::NamedTensors keep;
+      for (const auto& [k, t] : file.tensors)
+        if (k.rfind("encoder.", 0) == 0 || k.rfind("decoder.", 0) == 0 || k.rfind("quant_conv.", 0) == 0 ||
+            k.rfind("post_quant_conv.", 0) == 0)
+          keep.emplace_back(k, t);
+      if (keep.empty()) throw Error(path + ": holds no autoencoder tensors");
+      io::write_safetensors(*out, keep, {{"format", "AutoencoderKL state_dict (upstream names)"}, {"source", path}});
+      std::cout << "exported " << keep.size() << " tensors from " << path << " to " << *out << std::endl;
+    });
+  }
+}
+
+}  // namespace vavae::cli

@@ -1,0 +1,34 @@
+#pragma once
+#include <ATen/core/Generator.h>
+
+#include <string>
+
+#include "vavae/train/train_step.h"
+
+// Training checkpoints: one safetensors file holding the model under upstream's names
+// (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*, linear_proj.weight, loss.logvar,
+// loss.discriminator.*), so `vavae encode --weights` reads it directly, plus both optimizers,
+// the random generators and the step under trainer.* and in the metadata. Written atomically.
+namespace vavae::train {
+
+struct CheckpointState {
+  int64_t step = 0;  // batches done
+  std::string stage;
+  std::string config_json;
+};
+
+void save_checkpoint(const std::string& path, TrainStep& step, const CheckpointState& state, at::Generator& noise);
+
+// Restores everything save_checkpoint wrote; returns the state.
+CheckpointState load_checkpoint(const std::string& path, TrainStep& step, at::Generator& noise);
+
+// The checkpoint with the highest step in a folder (or the file itself); Error when none.
+std::string find_checkpoint(const std::string& path);
+
+// Deletes all but the newest `keep` step_*.safetensors in a folder.
+void prune_checkpoints(const std::string& folder, int64_t keep);
+
+// The inference weights alone (the autoencoder, upstream names).
+void export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder);
+
+}  // namespace vavae::train

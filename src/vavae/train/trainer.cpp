@@ -1,0 +1,256 @@
+#include "vavae/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include "vavae/common/error.h"
+#include "vavae/common/progress.h"
+#include "vavae/common/runtime.h"
+#include "vavae/data/loader.h"
+#include "vavae/eval/metrics.h"
+#include "vavae/io/files.h"
+#include "vavae/io/weights.h"
+#include "vavae/train/checkpoint.h"
+
+namespace vavae::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::atomic<bool> stop_requested{false};
+extern "C" void request_stop(int) { stop_requested = true; }
+
+// Installs the stop handlers for the lifetime of a run.
+struct SignalScope {
+  SignalScope() {
+    stop_requested = false;
+    previous_int = std::signal(SIGINT, request_stop);
+    previous_term = std::signal(SIGTERM, request_stop);
+  }
+  ~SignalScope() {
+    std::signal(SIGINT, previous_int);
+    std::signal(SIGTERM, previous_term);
+  }
+  void (*previous_int)(int);
+  void (*previous_term)(int);
+};
+
+struct Stage {
+  config::StageConfig config;
+  int64_t begin = 0, end = 0;  // batch range
+};
+
+std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_epoch, int64_t cap) {
+  std::vector<Stage> stages;
+  int64_t at = 0;
+  auto steps_of = [&](int64_t steps, double epochs) {
+    return steps > 0 ? steps : static_cast<int64_t>(std::ceil(epochs * static_cast<double>(batches_per_epoch)));
+  };
+  for (const auto& s : c.stages) {
+    const int64_t n = steps_of(s.steps, s.epochs);
+    stages.push_back({s, at, at + n});
+    at += n;
+  }
+  if (stages.empty()) {
+    const int64_t n = steps_of(c.trainer.max_steps, c.trainer.max_epochs);
+    if (n <= 0) throw Error("the config sets no length: give trainer.max_steps, trainer.max_epochs or stages");
+    config::StageConfig only;
+    only.name = "train";
+    stages.push_back({only, 0, n});
+  } else if (c.trainer.max_steps > 0) {
+    cap = cap > 0 ? std::min(cap, c.trainer.max_steps) : c.trainer.max_steps;
+  }
+  if (cap > 0)
+    for (auto& s : stages) s.begin = std::min(s.begin, cap), s.end = std::min(s.end, cap);
+  return stages;
+}
+
+const Stage& stage_at(const std::vector<Stage>& stages, int64_t step) {
+  for (const auto& s : stages)
+    if (step < s.end) return s;
+  return stages.back();
+}
+
+void append_line(const std::string& path, const nlohmann::json& j) {
+  std::ofstream out(path, std::ios::app);
+  out << j.dump() << "\n";
+}
+
+std::string fmt(double v, int precision = 4) {
+  std::ostringstream s;
+  s << std::setprecision(precision) << v;
+  return s.str();
+}
+
+}  // namespace
+
+EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = autoencoder->is_training();
+  autoencoder->eval();
+  const int64_t n = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
+  EvalResult r;
+  std::vector<io::Image> grid_in, grid_out;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    std::vector<io::Image> inputs;
+    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) {
+      try {
+        inputs.push_back(io::center_crop_resize(io::pad(dataset.image(static_cast<size_t>(i)), split.pad), split.resolution));
+      } catch (const Error& e) {
+        std::cerr << "warning: skipping unreadable image: " << e.what() << "\n";
+      }
+    }
+    if (inputs.empty()) continue;
+    const torch::Tensor x = io::images_to_tensor(inputs).to(device);
+    const torch::Tensor recon = autoencoder->decode(autoencoder->encode(x).mode());
+    r.l1 += (recon - x).abs().mean({1, 2, 3}).sum().item<double>();
+    const auto outputs = io::tensor_to_images(recon);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      r.psnr += std::min(eval::psnr(inputs[i], outputs[i]), 100.0);
+      r.ssim += eval::ssim(inputs[i], outputs[i]);
+      if (static_cast<int64_t>(grid_in.size()) < grid_images) grid_in.push_back(inputs[i]), grid_out.push_back(outputs[i]);
+    }
+    r.images += static_cast<int64_t>(inputs.size());
+  }
+  if (r.images == 0) throw Error(dataset.describe() + ": no readable validation images");
+  r.psnr /= static_cast<double>(r.images);
+  r.ssim /= static_cast<double>(r.images);
+  r.l1 /= static_cast<double>(r.images);
+  r.grid = io::make_grid({grid_in, grid_out});
+  if (was_training) autoencoder->train();
+  return r;
+}
+
+RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
+  const int threads = configure_threads(static_cast<int>(c.trainer.threads));
+  const torch::Device device = resolve_device(c.trainer.device);
+  fs::create_directories(fs::path(o.output) / "checkpoints");
+  fs::create_directories(fs::path(o.output) / "images");
+  const std::string metrics_path = (fs::path(o.output) / "metrics.jsonl").string();
+  const std::string checkpoints = (fs::path(o.output) / "checkpoints").string();
+  io::write_file_atomically((fs::path(o.output) / "config.yaml").string(),
+                            [&](std::ostream& out) { out << config::to_yaml(c.resolved); });
+
+  torch::manual_seed(c.trainer.seed);
+  nn::AutoencoderKL autoencoder(c.autoencoder);
+  if (!c.weight_init.empty()) {
+    const io::WeightFile init = io::read_weights(c.weight_init);
+    std::cout << "weight_init " << c.weight_init << ": " << io::load_into(*autoencoder, init).summary() << std::endl;
+  }
+  loss::VAVAEObjective objective(c.objective);
+  if (c.objective.perceptual_weight > 0) nn::load_lpips(*objective->perceptual_loss, c.lpips_weights, c.lpips_heads);
+  torch::nn::Conv2d projection{nullptr};
+  FeatureExtractor features;
+  if (c.use_vf) {
+    nn::FoundationModel foundation = nn::make_foundation_model(c.foundation);
+    foundation->to(device);
+    projection = torch::nn::Conv2d(torch::nn::Conv2dOptions(c.autoencoder.embed_dim, foundation->config.vit.embed_dim, 1).bias(false));
+    features = [foundation](const torch::Tensor& images) mutable { return foundation->features(images); };
+  }
+  autoencoder->to(device);
+  objective->to(device);
+  if (projection) projection->to(device);
+  autoencoder->train();
+  objective->train();
+  OptimizerConfig oc;
+  oc.learning_rate = c.learning_rate;
+  TrainStep step(autoencoder, objective, projection, features, oc);
+
+  data::LoaderConfig lc;
+  lc.batch_size = c.batch_size, lc.seed = c.trainer.seed, lc.workers = std::max<int64_t>(1, c.num_workers);
+  lc.transform = {c.train.resolution, c.train.pad, c.train.random_crop, c.train.flip};
+  data::Loader loader(data::subset(data::open_dataset(c.train.source), static_cast<size_t>(c.train.limit)), lc);
+  const auto validation = data::open_dataset(c.validation.source);
+  const int64_t per_epoch = loader.batches_per_epoch();
+  const std::vector<Stage> stages = schedule(c, per_epoch, o.max_steps);
+  const int64_t total = stages.back().end;
+
+  at::Generator noise = at::detail::createCPUGenerator(c.trainer.seed + 1);
+  int64_t start = 0;
+  if (!o.resume.empty()) {
+    const std::string ckpt = find_checkpoint(o.resume);
+    start = load_checkpoint(ckpt, step, noise).step;
+    std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
+  }
+  std::cout << "training on " << loader.dataset().describe() << ": " << total << " steps of " << c.batch_size << " ("
+            << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
+            << device.str() << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss") << std::endl;
+
+  SignalScope signals;
+  auto save = [&](int64_t done, const std::string& stage) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "step_%08lld.safetensors", static_cast<long long>(done));
+    save_checkpoint((fs::path(checkpoints) / name).string(), step, {done, stage, c.resolved.dump()}, noise);
+    prune_checkpoints(checkpoints, c.trainer.keep_checkpoints);
+    export_autoencoder((fs::path(o.output) / "autoencoder.safetensors").string(), *autoencoder);
+  };
+  auto validate = [&](int64_t done, const std::string& stage, bool final_pass) {
+    const EvalResult r = evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
+                                  c.trainer.val_images, c.batch_size, device);
+    char name[64];
+    std::snprintf(name, sizeof(name), "val_%08lld.png", static_cast<long long>(done));
+    io::write_png((fs::path(o.output) / "images" / name).string(), r.grid);
+    io::write_png((fs::path(o.output) / "images" / "latest.png").string(), r.grid);
+    append_line(metrics_path, {{"step", done}, {"stage", stage}, {"split", final_pass ? "test" : "val"},
+                               {"val/psnr", r.psnr}, {"val/ssim", r.ssim}, {"val/l1", r.l1}, {"val/images", r.images}});
+    std::cout << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
+              << fmt(r.psnr) << " dB, SSIM " << fmt(r.ssim) << std::endl;
+    return r;
+  };
+
+  Progress progress(total);
+  RunSummary summary;
+  loader.start(start / per_epoch, start % per_epoch);
+  std::string current_stage;
+  for (int64_t s = start; s < total; ++s) {
+    const Stage& stage = stage_at(stages, s);
+    if (stage.config.name != current_stage) {
+      loss::ObjectiveConfig oc2 = c.objective;
+      config::apply_stage(oc2, stage.config);
+      objective->config = oc2;
+      current_stage = stage.config.name;
+      std::cout << "stage '" << current_stage << "' from step " << s << ": vf_weight " << oc2.vf_weight << ", margins "
+                << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start " << oc2.disc_start << std::endl;
+    }
+    const data::Batch batch = loader.next();
+    // Upstream's global_step advances once per optimizer step: 2 per batch.
+    const IterationLog log = step.run(batch.images.to(device), 2 * s, 2 * s + 1, noise);
+    const int64_t done = s + 1;
+    if (done % c.trainer.log_every == 0 || done == total) {
+      nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
+                             {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};
+      for (const auto& [k, v] : log.generator) line["train/" + k] = v;
+      for (const auto& [k, v] : log.discriminator) line["train/" + k] = v;
+      line["skipped_images"] = loader.skipped();
+      append_line(metrics_path, line);
+      std::string values = "stage " + current_stage + " | nll " + fmt(log.generator.at("nll_loss"));
+      if (log.generator.count("vf_loss")) values += " | vf " + fmt(log.generator.at("vf_loss")) + " (w " + fmt(log.generator.at("vf_weight"), 3) + ")";
+      if (log.generator.count("g_loss")) values += " | g " + fmt(log.generator.at("g_loss"));
+      progress.report(done - start, (done - start) * c.batch_size, values);
+    }
+    if (done % c.trainer.val_every == 0 && done != total) validate(done, current_stage, false);
+    if (done % c.trainer.checkpoint_every == 0 || done == total || stop_requested) save(done, current_stage);
+    summary.steps = done;
+    if (stop_requested) {
+      std::cout << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;
+      summary.interrupted = true;
+      return summary;
+    }
+  }
+  if (start >= total) std::cout << "nothing to do: the run already reached step " << total << std::endl;
+  if (loader.skipped() > 0) std::cout << "skipped " << loader.skipped() << " unreadable images" << std::endl;
+  summary.steps = std::max(start, total);
+  summary.final_eval = validate(summary.steps, current_stage.empty() ? "done" : current_stage, true);
+  return summary;
+}
+
+}  // namespace vavae::train

@@ -1,0 +1,38 @@
+#pragma once
+#include <string>
+
+#include "vavae/config/train_config.h"
+#include "vavae/data/dataset.h"
+#include "vavae/io/image.h"
+#include "vavae/nn/autoencoder.h"
+
+namespace vavae::train {
+
+struct RunOptions {
+  std::string output;        // the run folder
+  std::string resume;        // a run folder or checkpoint to continue ("" = start fresh)
+  int64_t max_steps = 0;     // caps the run's length whatever the config says (0 = no cap)
+};
+
+struct EvalResult {
+  double psnr = 0, ssim = 0, l1 = 0;
+  int64_t images = 0;
+  io::Image grid;  // inputs above reconstructions
+};
+
+// Reconstructs (posterior mode) the first `limit` images of a split (all when 0) and averages
+// PSNR and SSIM; the grid shows the first `grid_images`.
+EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device);
+
+struct RunSummary {
+  int64_t steps = 0;
+  bool interrupted = false;
+  EvalResult final_eval;
+};
+
+// Trains as the config says, writing config.yaml, metrics.jsonl, checkpoints/, images/ and
+// autoencoder.safetensors into the run folder. SIGINT/SIGTERM save a checkpoint and return.
+RunSummary run_training(const config::TrainConfig& config, const RunOptions& options);
+
+}  // namespace vavae::train

@@ -8,6 +8,7 @@ packages=(
   libstb-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do

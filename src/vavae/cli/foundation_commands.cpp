@@ -68,7 +68,7 @@ struct TrainFMOptions {
   std::string data = "fashion-mnist:train";
   std::string output = "runs/fm";
   int64_t resolution = 32, pad = 2, patch = 4, dim = 128, depth = 4, heads = 4, batch_size = 256;
-  double epochs = 3, lr = 1.5e-4, weight_decay = 0.05, warmup_epochs = 0.5;
+  double epochs = 2, lr = 1e-3, weight_decay = 0.05, warmup_epochs = 0.25;
   int64_t max_steps = 0;
   uint64_t seed = 0;
   bool probe = true;

@@ -1,0 +1,235 @@
+// The trainer end to end on small data: learning, resume, stages, checkpoints, signals, report.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "fixtures.h"
+#include "vavae/common/error.h"
+#include "vavae/config/config_file.h"
+#include "vavae/config/train_config.h"
+#include "vavae/io/files.h"
+#include "vavae/nn/foundation_model.h"
+#include "vavae/train/checkpoint.h"
+#include "vavae/train/trainer.h"
+#include "vavae/eval/report.h"
+
+namespace vavae::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// 48 textured 16x16 images in two class folders.
+std::string make_images(const std::string& name) {
+  const std::string dir = scratch_dir(name);
+  torch::manual_seed(11);
+  for (int i = 0; i < 48; ++i) {
+    const std::string cls = dir + (i % 2 ? "/a" : "/b");
+    fs::create_directories(cls);
+    io::Image img;
+    img.height = img.width = 16;
+    // smooth gradients of random colour: learnable in a few steps
+    const torch::Tensor ramp = torch::linspace(0, 1, 16).view({16, 1, 1}) * torch::linspace(0.5, 1, 16).view({1, 16, 1});
+    const torch::Tensor t = (ramp * torch::rand({1, 1, 3}) * 200 + 30 * (i % 2)).to(torch::kUInt8).contiguous();
+    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
+    io::write_png(cls + "/" + std::to_string(i) + ".png", img);
+  }
+  return dir;
+}
+
+std::string tiny_config(const std::string& images, const std::string& extra = "") {
+  return R"(model:
+  base_learning_rate: 1.0e-03
+  params:
+    embed_dim: 4
+    lossconfig:
+      params: {disc_start: 40, kl_weight: 1.0e-06, disc_weight: 0.5, perceptual_weight: 0.0, disc_num_layers: 2}
+    ddconfig: {double_z: true, z_channels: 4, resolution: 16, in_channels: 3, out_ch: 3, ch: 32, ch_mult: [1, 2],
+               num_res_blocks: 1, attn_resolutions: [], dropout: 0.0}
+data:
+  params:
+    batch_size: 4
+    num_workers: 2
+    train: {source: ")" + images + R"(", resolution: 16}
+    validation: {source: ")" + images + R"(", resolution: 16, limit: 8}
+trainer: {log_every: 1, val_every: 5, checkpoint_every: 3, keep_checkpoints: 2, val_images: 4, seed: 3, threads: 1}
+)" + extra;
+}
+
+config::TrainConfig parse(const std::string& yaml) {
+  nlohmann::json tree = config::load_config_text(yaml);
+  return config::train_config_from_json(tree, "test.yaml");
+}
+
+std::vector<nlohmann::json> train_lines(const std::string& run) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) {
+      auto j = nlohmann::json::parse(line);
+      if (j.at("split") == "train") out.push_back(j);
+    }
+  return out;
+}
+
+TEST(Training, LossFallsStagesSwitchAndTheRunFolderIsComplete) {
+  const std::string images = make_images("train_images");
+  const auto c = parse(tiny_config(images, R"(stages:
+  - {name: first, steps: 24, lossconfig: {kl_weight: 1.0e-06}}
+  - {name: second, steps: 6, lossconfig: {disc_weight: 0.25}}
+)"));
+  const std::string run = scratch_dir("run_basic");
+  const train::RunSummary s = train::run_training(c, {run, "", 0});
+  EXPECT_EQ(s.steps, 30);
+  const auto lines = train_lines(run);
+  ASSERT_EQ(lines.size(), 30u);
+  EXPECT_EQ(lines[23].at("stage"), "first");
+  EXPECT_EQ(lines[24].at("stage"), "second");
+  auto mean_nll = [&](size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += lines[i].at("train/nll_loss").get<double>();
+    return sum / static_cast<double>(to - from);
+  };
+  EXPECT_LT(mean_nll(14, 20), 0.7 * mean_nll(0, 6));
+  // The GAN enters at upstream global step 40 = batch 20: g_loss is logged from then on.
+  EXPECT_FALSE(lines[19].contains("train/g_loss"));
+  EXPECT_TRUE(lines[20].contains("train/g_loss"));
+  EXPECT_EQ(lines[20].at("train/disc_factor"), 1.0);
+  EXPECT_EQ(lines[19].at("train/disc_factor"), 0.0);
+  for (const char* f : {"config.yaml", "metrics.jsonl", "autoencoder.safetensors", "images/latest.png"})
+    EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
+  EXPECT_EQ(std::distance(fs::directory_iterator(run + "/checkpoints"), fs::directory_iterator{}), 2);  // keep_checkpoints
+  EXPECT_GT(s.final_eval.psnr, 0);
+}
+
+TEST(Training, ResumingEqualsAnUninterruptedRun) {
+  const std::string images = make_images("resume_images");
+  const auto c = parse(tiny_config(images, "stages:\n  - {name: only, steps: 12}\n"));
+  const std::string whole = scratch_dir("run_whole"), split = scratch_dir("run_split");
+  train::run_training(c, {whole, "", 0});
+  train::run_training(c, {split, "", 6});
+  train::run_training(c, {split, split, 0});
+  const auto a = train_lines(whole), b = train_lines(split);
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 6; i < 12; ++i)
+    for (const char* key : {"train/total_loss", "train/nll_loss", "train/kl_loss", "train/disc_loss"})
+      if (a[i].contains(key)) EXPECT_EQ(a[i].at(key), b[i].at(key)) << "step " << i + 1 << " " << key;  // bitwise on CPU
+}
+
+TEST(Training, AnInterruptedWriteLeavesThePreviousCheckpoint) {
+  const std::string dir = scratch_dir("atomic");
+  const std::string path = dir + "/step_00000001.safetensors";
+  io::write_safetensors(path, {{"x", torch::ones({3})}});
+  EXPECT_THROW(io::write_file_atomically(path, [](std::ostream& out) {
+                 out << "partial";
+                 throw Error("killed mid-write");
+               }),
+               Error);
+  EXPECT_TRUE(torch::equal(io::SafetensorsReader(path).tensor("x"), torch::ones({3})));
+  EXPECT_EQ(train::find_checkpoint(dir), path);
+}
+
+TEST(Training, ConfigErrorsNameTheKey) {
+  const std::string images = make_images("config_images");
+  auto expect = [&](const std::string& yaml, const std::string& needle) {
+    try {
+      parse(yaml);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect(tiny_config(images, "trainer_x: 1\n"), "unknown key 'trainer_x' (did you mean 'trainer'?)");
+  std::string typo = tiny_config(images);
+  typo.replace(typo.find("log_every"), 9, "log_evry");
+  expect(typo, "unknown key 'log_evry' (did you mean 'log_every'?)");
+  expect(tiny_config(images, "stages:\n  - {name: s, steps: 5, lossconfig: {vf_wieght: 1}}\n"), "did you mean 'vf_weight'?");
+  std::string lpips = tiny_config(images);
+  lpips.replace(lpips.find("perceptual_weight: 0.0"), 22, "perceptual_weight: 1.0");
+  expect(lpips, "model.params.lpips.weights is not set");
+  nlohmann::json tree = config::load_config_text(tiny_config(images));
+  config::apply_overrides(tree, {"trainer.seed=9", "model.params.ddconfig.ch_mult=[1, 1]"});
+  const auto c = config::train_config_from_json(tree, "override");
+  EXPECT_EQ(c.trainer.seed, 9u);
+  EXPECT_EQ(c.autoencoder.ch_mult, (std::vector<int64_t>{1, 1}));
+  config::TrainConfig with_init = c;
+  with_init.weight_init = "/no/such/weights.safetensors";
+  EXPECT_THROW(train::run_training(with_init, {scratch_dir("run_init"), "", 1}), Error);
+}
+
+TEST(Training, CorruptImagesAreSkippedAndCounted) {
+  const std::string images = make_images("corrupt_images");
+  std::ofstream(images + "/a/zz_broken.png") << "garbage";
+  const auto c = parse(tiny_config(images, "stages:\n  - {name: only, steps: 24}\n"));
+  const std::string run = scratch_dir("run_corrupt");
+  train::run_training(c, {run, "", 0});
+  EXPECT_GT(train_lines(run).back().at("skipped_images").get<int64_t>(), 0);
+}
+
+TEST(Training, SigtermSavesACheckpointAndExitsZero) {
+  const std::string images = make_images("signal_images");
+  const std::string dir = scratch_dir("signal");
+  std::ofstream(dir + "/config.yaml") << tiny_config(images, "stages:\n  - {name: only, steps: 100000}\n");
+  const pid_t child = fork();
+  if (child == 0) {
+    execl(VAVAE_EXE, VAVAE_EXE, "train", "--config", (dir + "/config.yaml").c_str(), "--output", (dir + "/run").c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (train_lines(dir + "/run").size() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(child, SIGTERM);
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const std::string ckpt = train::find_checkpoint(dir + "/run");
+  EXPECT_LT(std::stoll(io::SafetensorsReader(ckpt).metadata().at("step")), 100000);
+}
+
+TEST(Training, ReportRendersInHeadlessChromium) {
+  const std::string images = make_images("report_images");
+  const std::string run = scratch_dir("run_report");
+  train::run_training(parse(tiny_config(images, "stages:\n  - {name: only, steps: 10}\n")), {run, "", 0});
+  const std::string page = vavae::eval::write_report(run);
+  std::ifstream in(page);
+  const std::string html((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("data:image/png;base64,"), std::string::npos);
+  if (!fs::exists("/usr/bin/chromium")) GTEST_SKIP() << "chromium is not installed";
+  const std::string log = run + "/chromium.log";
+  const std::string command =
+      "timeout 120 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+      "--disable-background-networking --disable-component-update --disable-sync --user-data-dir=" + run +
+      "/profile --enable-logging=stderr --v=0 --dump-dom file://" + fs::absolute(page).string() + " > " + run + "/dom.html 2> " + log;
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  std::ifstream dom_in(run + "/dom.html"), log_in(log);
+  const std::string dom((std::istreambuf_iterator<char>(dom_in)), {}), errors((std::istreambuf_iterator<char>(log_in)), {});
+  EXPECT_NE(dom.find("<svg"), std::string::npos);
+  EXPECT_EQ(errors.find("CONSOLE"), std::string::npos) << errors;
+  EXPECT_EQ(errors.find("Uncaught"), std::string::npos) << errors;
+}
+
+TEST(TrainFM, ShortRunLowersTheLossAndWritesALoadableModel) {
+  const std::string images = make_images("fm_images");
+  const std::string out = scratch_dir("fm_out");
+  const std::string command = std::string(VAVAE_EXE) + " train-fm --data " + images + " --resolution 16 --patch 4 --dim 32 --depth 1 " +
+                              "--heads 2 --batch-size 16 --epochs 20 --no-probe --threads 1 --output " + out + " > " + out + "/log 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  std::ifstream in(out + "/train_fm.json");
+  const auto report = nlohmann::json::parse(in);
+  EXPECT_LT(report.at("last_loss").get<double>(), report.at("first_loss").get<double>());
+  nn::FoundationModel fm = nn::load_foundation_model(out + "/fm.safetensors", "upstream");
+  EXPECT_EQ(fm->features(torch::zeros({2, 3, 16, 16})).sizes(), (std::vector<int64_t>{2, 32, 4, 4}));
+  EXPECT_THROW(nn::load_foundation_model(fixture("vit/mae_weights.safetensors"), "upstream"), Error);  // no vavae metadata
+}
+
+}  // namespace
+}  // namespace vavae::test

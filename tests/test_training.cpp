@@ -163,6 +163,20 @@ TEST(Training, ConfigErrorsNameTheKey) {
   EXPECT_THROW(train::run_training(with_init, {scratch_dir("run_init"), "", 1}), Error);
 }
 
+TEST(Training, ShippedConfigsParse) {
+  for (const std::string name : {"fashion_mnist_vf.yaml", "f16d32_vfdinov2.yaml", "f16d32_ldm.yaml"}) {
+    const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/" + name;
+    const config::TrainConfig c = config::train_config_from_json(config::load_config_file(path), path);
+    EXPECT_GT(c.batch_size, 0) << name;
+  }
+  const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/f16d32_vfdinov2.yaml";
+  const config::TrainConfig released = config::train_config_from_json(config::load_config_file(path), path);
+  EXPECT_EQ(released.objective.disc_start, 5001);  // upstream global steps: the GAN term from batch 2501
+  ASSERT_EQ(released.stages.size(), 3u);
+  EXPECT_EQ(released.stages[0].overrides.at("vf_weight"), 0.5);
+  EXPECT_EQ(released.stages[2].overrides.at("distmat_margin"), 0.25);
+}
+
 TEST(Training, CorruptImagesAreSkippedAndCounted) {
   const std::string images = make_images("corrupt_images");
   std::ofstream(images + "/a/zz_broken.png") << "garbage";

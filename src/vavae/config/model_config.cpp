@@ -131,19 +131,16 @@ loss::ObjectiveConfig objective_config_from_json(const nlohmann::json& root, con
   return c;
 }
 
-nlohmann::json autoencoder_config_to_json(const nn::AutoencoderConfig& c) {
-  return {{"ddconfig",
-           {{"double_z", c.double_z},
-            {"z_channels", c.z_channels},
-            {"resolution", c.resolution},
-            {"in_channels", c.in_channels},
-            {"out_ch", c.out_ch},
-            {"ch", c.ch},
-            {"ch_mult", c.ch_mult},
-            {"num_res_blocks", c.num_res_blocks},
-            {"attn_resolutions", c.attn_resolutions},
-            {"dropout", c.dropout}}},
-          {"embed_dim", c.embed_dim}};
+nlohmann::json objective_config_to_json(const loss::ObjectiveConfig& c) {
+  return {{"disc_start", c.disc_start},          {"logvar_init", c.logvar_init},
+          {"kl_weight", c.kl_weight},            {"pixelloss_weight", c.pixelloss_weight},
+          {"disc_num_layers", c.disc_num_layers}, {"disc_in_channels", c.disc_in_channels},
+          {"disc_ndf", c.disc_ndf},              {"disc_factor", c.disc_factor},
+          {"disc_weight", c.disc_weight},        {"perceptual_weight", c.perceptual_weight},
+          {"use_actnorm", c.use_actnorm},        {"disc_loss", c.disc_loss},
+          {"vf_weight", c.vf_weight},            {"adaptive_vf", c.adaptive_vf},
+          {"cos_margin", c.vf.cos_margin},       {"distmat_margin", c.vf.distmat_margin},
+          {"cos_weight", c.vf.cos_weight},       {"distmat_weight", c.vf.distmat_weight}};
 }
 
 }  // namespace vavae::config

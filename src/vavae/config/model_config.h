@@ -16,10 +16,11 @@ nn::AutoencoderConfig autoencoder_config_from_json(const nlohmann::json& root, c
 
 nn::AutoencoderConfig load_autoencoder_config(const std::string& path);
 
-nlohmann::json autoencoder_config_to_json(const nn::AutoencoderConfig& c);
-
 // The objective from `model.params.lossconfig.params` (or a bare lossconfig / params mapping), with
 // upstream's keys and defaults; unknown keys and wrong types are Errors naming the key.
 loss::ObjectiveConfig objective_config_from_json(const nlohmann::json& root, const std::string& source);
+
+// The lossconfig.params keys of an objective configuration.
+nlohmann::json objective_config_to_json(const loss::ObjectiveConfig& c);
 
 }  // namespace vavae::config

@@ -172,28 +172,12 @@ TrainConfig train_config_from_json(const nlohmann::json& root, const std::string
 }
 
 void apply_stage(loss::ObjectiveConfig& objective, const StageConfig& stage) {
-  nlohmann::json params = {{"disc_start", objective.disc_start},
-                           {"logvar_init", objective.logvar_init},
-                           {"kl_weight", objective.kl_weight},
-                           {"disc_num_layers", objective.disc_num_layers},
-                           {"disc_factor", objective.disc_factor},
-                           {"disc_weight", objective.disc_weight},
-                           {"perceptual_weight", objective.perceptual_weight},
-                           {"use_actnorm", objective.use_actnorm},
-                           {"disc_loss", objective.disc_loss},
-                           {"vf_weight", objective.vf_weight},
-                           {"adaptive_vf", objective.adaptive_vf},
-                           {"cos_margin", objective.vf.cos_margin},
-                           {"distmat_margin", objective.vf.distmat_margin},
-                           {"cos_weight", objective.vf.cos_weight},
-                           {"distmat_weight", objective.vf.distmat_weight},
-                           {"disc_ndf", objective.disc_ndf},
-                           {"disc_in_channels", objective.disc_in_channels}};
   const std::string where = "stage '" + stage.name + "' lossconfig";
   reject_unknown_keys(stage.overrides,
                       {"disc_start", "kl_weight", "disc_factor", "disc_weight", "perceptual_weight", "vf_weight", "adaptive_vf",
                        "cos_margin", "distmat_margin", "cos_weight", "distmat_weight"},
                       where);
+  nlohmann::json params = objective_config_to_json(objective);
   for (auto it = stage.overrides.begin(); it != stage.overrides.end(); ++it) params[it.key()] = it.value();
   objective = objective_config_from_json(params, where);
 }

@@ -207,7 +207,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     return r;
   };
 
-  Progress progress(total);
+  Progress progress(std::max<int64_t>(0, total - start));
   RunSummary summary;
   loader.start(start / per_epoch, start % per_epoch);
   std::string current_stage;

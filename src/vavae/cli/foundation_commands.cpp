@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 
 struct ProbeOptions {
   std::string train_data = "fashion-mnist:train", test_data = "fashion-mnist:test";
-  size_t train_count = 10000, test_count = 10000;
+  size_t train_count = 5000, test_count = 5000;
   int64_t resolution = 32, pad = 2;
 };
 

@@ -141,7 +141,8 @@ std::string write_report(const std::string& run_dir) {
        << "pre{background:#f4f4f4;padding:1em;overflow:auto}img{image-rendering:pixelated;max-width:100%}</style></head><body>";
   html << "<h1>vavae training run</h1><p>" << escape(fs::absolute(run_dir).string()) << "</p>";
   html << "<h2>Losses</h2>" << plot("reconstruction (nll) and total loss", pick({"train/nll_loss", "train/total_loss"}), true)
-       << plot("VF, KL and GAN terms", pick({"train/vf_loss", "train/kl_loss", "train/g_loss", "train/disc_loss"}), false);
+       << plot("VF loss", pick({"train/vf_loss"}), false) << plot("KL (unweighted)", pick({"train/kl_loss"}), false)
+       << plot("GAN: generator and discriminator", pick({"train/g_loss", "train/disc_loss"}), false);
   html << "<h2>Adaptive weights</h2>" << plot("vf_weight and d_weight", pick({"train/vf_weight", "train/d_weight"}), true);
   html << "<h2>Validation</h2>" << plot("PSNR (dB)", pick({"val/psnr"}), false) << plot("SSIM", pick({"val/ssim"}), false);
   html << "<table><tr><th>step</th><th>split</th><th>images</th><th>PSNR dB</th><th>SSIM</th></tr>";

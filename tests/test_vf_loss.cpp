@@ -105,6 +105,7 @@ TEST(VFLoss, RejectsMismatchedOrNonFiniteInput) {
   torch::Tensor nan = torch::randn({2, 8, 4, 4});
   nan[0][0][0][0] = std::nan("");
   expect(nan, torch::randn({2, 8, 4, 4}), "non-finite");
+  expect(torch::randn({2, 8, 4, 8}), torch::randn({2, 8, 16, 16}), "16x16 token grid cannot map to the 4x8 latent grid");
 }
 
 }  // namespace

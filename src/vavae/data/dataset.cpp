@@ -36,7 +36,7 @@ uint32_t be32(const std::string& s, size_t at) {
 }
 
 std::string find_idx(const std::string& folder, const std::string& stem) {
-  for (const std::string name : {stem, stem + ".gz"})
+  for (const std::string& name : {stem, stem + ".gz"})
     if (fs::exists(fs::path(folder) / name)) return (fs::path(folder) / name).string();
   throw Error(folder + ": no " + stem + "[.gz] (install the Debian package dataset-fashion-mnist, or point at an IDX folder)");
 }

@@ -74,6 +74,10 @@ void check_inputs(const torch::Tensor& z_proj, const torch::Tensor& features) {
 
 torch::Tensor align_features(const torch::Tensor& features, int64_t h, int64_t w) {
   if (features.size(2) == h && features.size(3) == w) return features;
+  if (features.size(2) * w != features.size(3) * h)
+    throw Error("VF loss: the foundation model's " + std::to_string(features.size(2)) + "x" + std::to_string(features.size(3)) +
+                " token grid cannot map to the " + std::to_string(h) + "x" + std::to_string(w) +
+                " latent grid (aspect ratios differ; feed the foundation model images of the latent's aspect, e.g. input_size 0)");
   return F::interpolate(features, F::InterpolateFuncOptions()
                                       .size(std::vector<int64_t>{h, w})
                                       .mode(torch::kBilinear)

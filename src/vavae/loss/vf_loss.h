@@ -30,7 +30,8 @@ torch::Tensor marginal_distance_matrix_loss(const torch::Tensor& z_normalized, c
                                             double margin, int64_t rows_per_block = 0);
 
 // Bilinearly resizes [B, D, H, W] features to the h x w latent grid (align_corners = false,
-// no antialias) when the grids differ; the original only works where they match.
+// no antialias) when the grids differ; the original only works where they match. Grids of
+// different aspect ratios are an Error: resizing would pair features with the wrong places.
 torch::Tensor align_features(const torch::Tensor& features, int64_t h, int64_t w);
 
 }  // namespace vavae::loss

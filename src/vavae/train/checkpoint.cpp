@@ -103,7 +103,7 @@ std::vector<std::string> checkpoints_in(const std::string& folder) {
 
 std::string find_checkpoint(const std::string& path) {
   if (fs::is_regular_file(path)) return path;
-  for (const std::string folder : {path + "/checkpoints", path}) {
+  for (const std::string& folder : {path + "/checkpoints", path}) {
     const auto files = checkpoints_in(folder);
     if (!files.empty()) return files.back();
   }

@@ -87,7 +87,7 @@ TEST_F(Cli, ReconstructWritesImagesGridAndMetrics) {
 }
 
 TEST_F(Cli, InspectReadsEveryFormat) {
-  for (const std::string& f : {"checkpoints/state_dict.pt", "checkpoints/legacy.pth", "checkpoints/lightning.ckpt",
+  for (const std::string f : {"checkpoints/state_dict.pt", "checkpoints/legacy.pth", "checkpoints/lightning.ckpt",
                               "autoencoder/weights.safetensors"}) {
     const CliResult r = vavae("inspect " + fixture(f));
     EXPECT_EQ(r.status, 0) << r.output;

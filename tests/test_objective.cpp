@@ -126,7 +126,7 @@ TEST_F(ObjectiveFixture, ForwardMatchesReconstructionAndProjection) {
 }
 
 TEST_F(ObjectiveFixture, GeneratorBeforeAndAfterDiscStart) {
-  for (const std::string& branch : {"gen_before", "gen_after"}) {
+  for (const std::string branch : {"gen_before", "gen_after"}) {
     SCOPED_TRACE(branch);
     const loss::GeneratorInputs in = forward();
     const int64_t step = values.at("results").at(branch).at("global_step");
@@ -138,7 +138,7 @@ TEST_F(ObjectiveFixture, GeneratorBeforeAndAfterDiscStart) {
 }
 
 TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
-  for (const std::string& branch : {"gen_before", "gen_after"}) {
+  for (const std::string branch : {"gen_before", "gen_after"}) {
     SCOPED_TRACE(branch);
     zero_grads();
     const int64_t step = values.at("results").at(branch).at("global_step");

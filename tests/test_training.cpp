@@ -164,7 +164,7 @@ TEST(Training, ConfigErrorsNameTheKey) {
 }
 
 TEST(Training, ShippedConfigsParse) {
-  for (const std::string& name : {"fashion_mnist_vf.yaml", "f16d32_vfdinov2.yaml", "f16d32_ldm.yaml"}) {
+  for (const std::string name : {"fashion_mnist_vf.yaml", "f16d32_vfdinov2.yaml", "f16d32_ldm.yaml"}) {
     const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/" + name;
     const config::TrainConfig c = config::train_config_from_json(config::load_config_file(path), path);
     EXPECT_GT(c.batch_size, 0) << name;

@@ -11,7 +11,7 @@ namespace vavae::cli {
 namespace {
 
 std::string detect_layout(const io::NamedTensors& tensors, std::string& prefix) {
-  for (const std::string& p : {"", "first_stage_model.", "model.", "module.", "vae.", "autoencoder."})
+  for (const std::string p : {"", "first_stage_model.", "model.", "module.", "vae.", "autoencoder."})
     for (const auto& [name, t] : tensors)
       if (name == p + "encoder.conv_in.weight") {
         prefix = p;

@@ -119,7 +119,9 @@ TEST(Training, ResumingEqualsAnUninterruptedRun) {
   ASSERT_EQ(b.size(), 12u);
   for (size_t i = 6; i < 12; ++i)
     for (const char* key : {"train/total_loss", "train/nll_loss", "train/kl_loss", "train/disc_loss"})
-      if (a[i].contains(key)) EXPECT_EQ(a[i].at(key), b[i].at(key)) << "step " << i + 1 << " " << key;  // bitwise on CPU
+      if (a[i].contains(key)) {
+        EXPECT_EQ(a[i].at(key), b[i].at(key)) << "step " << i + 1 << " " << key;  // bitwise on CPU
+      }
 }
 
 TEST(Training, AnInterruptedWriteLeavesThePreviousCheckpoint) {
@@ -175,6 +177,20 @@ TEST(Training, ShippedConfigsParse) {
   ASSERT_EQ(released.stages.size(), 3u);
   EXPECT_EQ(released.stages[0].overrides.at("vf_weight"), 0.5);
   EXPECT_EQ(released.stages[2].overrides.at("distmat_margin"), 0.25);
+}
+
+TEST(Training, WithLpipsWeightsTheObjectiveAndValidationUseThem) {
+  const std::string images = make_images("lpips_images");
+  std::string yaml = tiny_config(images, "stages:\n  - {name: only, steps: 5}\n");
+  yaml.replace(yaml.find("perceptual_weight: 0.0"), 22, "perceptual_weight: 1.0");
+  yaml.replace(yaml.find("    embed_dim: 4\n"), 17, "    embed_dim: 4\n    lpips: {weights: " + fixture("lpips/weights.safetensors") + "}\n");
+  const std::string run = scratch_dir("run_lpips");
+  const train::RunSummary s = train::run_training(parse(yaml), {run, "", 0});
+  EXPECT_GT(s.final_eval.lpips, 0.0);
+  std::ifstream in(run + "/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  EXPECT_TRUE(nlohmann::json::parse(last).contains("val/lpips")) << last;
 }
 
 TEST(Training, CorruptImagesAreSkippedAndCounted) {

@@ -128,7 +128,10 @@ void run_train_fm(TrainFMOptions o) {
                          {"input_resolution", std::to_string(o.resolution)},
                          {"data", o.data}});
   nlohmann::json report = {{"steps", total}, {"first_loss", losses.front()}, {"last_loss", losses.back()}, {"seconds", progress.elapsed_seconds()}};
-  if (o.probe) report["probe"] = run_probes(*mae->encoder, o.probe_options, device);
+  if (o.probe) {
+    o.probe_options.resolution = o.resolution, o.probe_options.pad = o.pad;  // probe what was trained
+    report["probe"] = run_probes(*mae->encoder, o.probe_options, device);
+  }
   io::write_file_atomically((fs::path(o.output) / "train_fm.json").string(), [&](std::ostream& out) { out << report.dump(2) << "\n"; });
   std::cout << "train-fm: wrote " << path << " (loss " << losses.front() << " -> " << losses.back() << ")" << std::endl;
 }
@@ -137,7 +140,7 @@ void run_probe(const std::string& fm, ProbeOptions p, const RuntimeOptions& rt) 
   const torch::Device device = apply_runtime_options(rt);
   nn::FoundationModel model = nn::load_foundation_model(fm, "upstream");
   model->to(device);
-  p.resolution = model->config.input_size > 0 ? model->config.input_size : p.resolution;
+  if (model->config.input_size > 0) p.resolution = model->config.input_size, p.pad = 0;
   const nlohmann::json result = run_probes(*model->vit, p, device);
   std::cout << result.dump(2) << std::endl;
 }

@@ -93,12 +93,13 @@ std::string fmt(double v, int precision = 4) {
 }  // namespace
 
 EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
-                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device) {
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips) {
   torch::NoGradGuard no_grad;
   const bool was_training = autoencoder->is_training();
   autoencoder->eval();
   const int64_t n = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
   EvalResult r;
+  double lpips_sum = 0;
   std::vector<io::Image> grid_in, grid_out;
   for (int64_t start = 0; start < n; start += batch_size) {
     std::vector<io::Image> inputs;
@@ -113,6 +114,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
     const torch::Tensor x = io::images_to_tensor(inputs).to(device);
     const torch::Tensor recon = autoencoder->decode(autoencoder->encode(x).mode());
     r.l1 += (recon - x).abs().mean({1, 2, 3}).sum().item<double>();
+    if (lpips) lpips_sum += lpips->forward(x, recon).sum().item<double>();
     const auto outputs = io::tensor_to_images(recon);
     for (size_t i = 0; i < inputs.size(); ++i) {
       r.psnr += std::min(eval::psnr(inputs[i], outputs[i]), 100.0);
@@ -125,6 +127,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
   r.psnr /= static_cast<double>(r.images);
   r.ssim /= static_cast<double>(r.images);
   r.l1 /= static_cast<double>(r.images);
+  if (lpips) r.lpips = lpips_sum / static_cast<double>(r.images);
   r.grid = io::make_grid({grid_in, grid_out});
   if (was_training) autoencoder->train();
   return r;
@@ -194,14 +197,18 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     export_autoencoder((fs::path(o.output) / "autoencoder.safetensors").string(), *autoencoder);
   };
   auto validate = [&](int64_t done, const std::string& stage, bool final_pass) {
+    nn::LPIPSImpl* lpips = c.objective.perceptual_weight > 0 ? objective->perceptual_loss.get() : nullptr;
     const EvalResult r = evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
-                                  c.trainer.val_images, c.batch_size, device);
+                                  c.trainer.val_images, c.batch_size, device, lpips);
     char name[64];
     std::snprintf(name, sizeof(name), "val_%08lld.png", static_cast<long long>(done));
     io::write_png((fs::path(o.output) / "images" / name).string(), r.grid);
     io::write_png((fs::path(o.output) / "images" / "latest.png").string(), r.grid);
-    append_line(metrics_path, {{"step", done}, {"stage", stage}, {"split", final_pass ? "test" : "val"},
-                               {"val/psnr", r.psnr}, {"val/ssim", r.ssim}, {"val/l1", r.l1}, {"val/images", r.images}});
+    nlohmann::json line = {{"step", done},        {"stage", stage},     {"split", final_pass ? "test" : "val"},
+                           {"val/psnr", r.psnr},  {"val/ssim", r.ssim}, {"val/l1", r.l1},
+                           {"val/images", r.images}};
+    if (lpips) line["val/lpips"] = r.lpips;
+    append_line(metrics_path, line);
     std::cout << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
               << fmt(r.psnr) << " dB, SSIM " << fmt(r.ssim) << std::endl;
     return r;

@@ -5,6 +5,7 @@
 #include "vavae/data/dataset.h"
 #include "vavae/io/image.h"
 #include "vavae/nn/autoencoder.h"
+#include "vavae/nn/lpips.h"
 
 namespace vavae::train {
 
@@ -16,14 +17,15 @@ struct RunOptions {
 
 struct EvalResult {
   double psnr = 0, ssim = 0, l1 = 0;
+  double lpips = -1;  // mean LPIPS distance; -1 without LPIPS weights
   int64_t images = 0;
   io::Image grid;  // inputs above reconstructions
 };
 
 // Reconstructs (posterior mode) the first `limit` images of a split (all when 0) and averages
-// PSNR and SSIM; the grid shows the first `grid_images`.
+// PSNR and SSIM (and LPIPS when `lpips` is given); the grid shows the first `grid_images`.
 EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
-                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device);
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips = nullptr);
 
 struct RunSummary {
   int64_t steps = 0;

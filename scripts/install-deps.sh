@@ -6,7 +6,7 @@ packages=(
   libtorch-dev libopenblas0-openmp
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libstb-dev zlib1g-dev
-  libgtest-dev libbenchmark-dev
+  libgtest-dev
   dataset-fashion-mnist
   chromium
 )

@@ -55,9 +55,8 @@ LPIPSImpl::LPIPSImpl() {
 }
 
 bool LPIPSImpl::has_weights() const {
-  for (const auto& p : parameters())
-    if (torch::isnan(p).any().item<bool>()) return false;
-  return true;
+  // Loading replaces every tensor at once (load_into fails otherwise), so one head tells.
+  return !torch::isnan(lins[0]->model[1]->as<torch::nn::Conv2d>()->weight).any().item<bool>();
 }
 
 torch::Tensor LPIPSImpl::scale_input(const torch::Tensor& x) const { return (x - shift) / scale; }
@@ -74,8 +73,7 @@ std::vector<torch::Tensor> LPIPSImpl::vgg_features(const torch::Tensor& x) {
 
 torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers) {
   if (x0.sizes() != x1.sizes()) throw Error("LPIPS: the two image batches differ in shape");
-  if (torch::isnan(lins[0]->model[1]->as<torch::nn::Conv2d>()->weight).any().item<bool>())
-    throw Error("LPIPS weights are not loaded: give the LPIPS weight file (or set perceptual_weight to 0)");
+  if (!has_weights()) throw Error("LPIPS weights are not loaded: give the LPIPS weight file (or set perceptual_weight to 0)");
   // A side without gradients (the real images in training) runs without an autograd graph, so the
   // backward pass only goes through VGG once; without gradients both sides share one batch.
   const bool grad = torch::GradMode::is_enabled() && (x0.requires_grad() || x1.requires_grad());

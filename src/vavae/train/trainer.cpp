@@ -79,6 +79,17 @@ const Stage& stage_at(const std::vector<Stage>& stages, int64_t step) {
   return stages.back();
 }
 
+// On resume: drop what was logged after the checkpoint, so every step appears once.
+void truncate_metrics(const std::string& path, int64_t last_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line))
+    if (!line.empty() && nlohmann::json::parse(line, nullptr, false).value("step", int64_t{0}) <= last_step) kept += line + "\n";
+  in.close();
+  io::write_file_atomically(path, [&](std::ostream& out) { out << kept; });
+}
+
 void append_line(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path, std::ios::app);
   out << j.dump() << "\n";
@@ -182,6 +193,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   if (!o.resume.empty()) {
     const std::string ckpt = find_checkpoint(o.resume);
     start = load_checkpoint(ckpt, step, noise).step;
+    truncate_metrics(metrics_path, start);
     std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
   }
   std::cout << "training on " << loader.dataset().describe() << ": " << total << " steps of " << c.batch_size << " ("

@@ -56,7 +56,7 @@ LPIPSImpl::LPIPSImpl() {
 
 bool LPIPSImpl::has_weights() const {
   // Loading replaces every tensor at once (load_into fails otherwise), so one head tells.
-  return !torch::isnan(lins[0]->model[1]->as<torch::nn::Conv2d>()->weight).any().item<bool>();
+  return !torch::isnan(lins[0]->model->ptr(1)->as<torch::nn::Conv2d>()->weight).any().item<bool>();
 }
 
 torch::Tensor LPIPSImpl::scale_input(const torch::Tensor& x) const { return (x - shift) / scale; }

@@ -79,12 +79,6 @@ class IdxDataset : public Dataset {
   uint32_t count_ = 0, rows_ = 0, cols_ = 0;
 };
 
-bool is_image(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
 class FileDataset : public Dataset {
  public:
   FileDataset(std::vector<std::string> files, std::vector<int64_t> labels, std::string description)
@@ -123,7 +117,7 @@ std::shared_ptr<Dataset> image_folder(const std::string& root) {
   if (!fs::is_directory(root)) throw Error(root + ": not a folder");
   std::vector<std::string> files;
   for (const auto& e : fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink))
-    if (e.is_regular_file() && is_image(e.path())) files.push_back(e.path().string());
+    if (e.is_regular_file() && io::is_image_file(e.path().string())) files.push_back(e.path().string());
   std::sort(files.begin(), files.end());
   if (files.empty()) throw Error(root + ": holds no PNG/JPEG/BMP images");
   std::map<std::string, int64_t> classes;

@@ -31,7 +31,7 @@ Loader::~Loader() {
 
 int64_t Loader::batches_per_epoch() const { return static_cast<int64_t>(dataset_->size()) / config_.batch_size; }
 
-std::vector<size_t> Loader::permutation(int64_t epoch) const {
+std::shared_ptr<const std::vector<size_t>> Loader::permutation(int64_t epoch) const {
   std::lock_guard<std::mutex> lock(permutation_mutex_);
   if (cached_permutation_.first != epoch) {
     std::vector<size_t> order(dataset_->size());
@@ -40,7 +40,7 @@ std::vector<size_t> Loader::permutation(int64_t epoch) const {
       std::mt19937_64 rng(mix(config_.seed, static_cast<uint64_t>(epoch)));
       std::shuffle(order.begin(), order.end(), rng);
     }
-    cached_permutation_ = {epoch, std::move(order)};
+    cached_permutation_ = {epoch, std::make_shared<const std::vector<size_t>>(std::move(order))};
   }
   return cached_permutation_.second;
 }
@@ -62,7 +62,8 @@ io::Image Loader::transformed(size_t item, uint64_t rng_seed) const {
 }
 
 Batch Loader::batch(int64_t epoch, int64_t index) const {
-  const std::vector<size_t> order = permutation(epoch);
+  const auto shared_order = permutation(epoch);  // one copy per epoch, shared by the workers
+  const std::vector<size_t>& order = *shared_order;
   std::vector<io::Image> images;
   std::vector<int64_t> labels;
   size_t position = static_cast<size_t>(index * config_.batch_size);

@@ -53,14 +53,14 @@ class Loader {
   const LoaderConfig& config() const { return config_; }
 
  private:
-  std::vector<size_t> permutation(int64_t epoch) const;
+  std::shared_ptr<const std::vector<size_t>> permutation(int64_t epoch) const;
   io::Image transformed(size_t item, uint64_t rng_seed) const;
 
   std::shared_ptr<Dataset> dataset_;
   LoaderConfig config_;
   mutable std::atomic<int64_t> skipped_{0};
   mutable std::mutex permutation_mutex_;
-  mutable std::pair<int64_t, std::vector<size_t>> cached_permutation_{-1, {}};
+  mutable std::pair<int64_t, std::shared_ptr<const std::vector<size_t>>> cached_permutation_{-1, nullptr};
   std::deque<std::future<Batch>> ahead_;
   int64_t next_epoch_ = 0, next_index_ = 0;
 };

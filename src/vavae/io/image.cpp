@@ -36,13 +36,13 @@ Image from_nchw_float(const torch::Tensor& x) {  // [1, 3, H, W], values in [0, 
   return out;
 }
 
-bool is_image_file(const std::filesystem::path& p) {
-  std::string ext = p.extension().string();
+}  // namespace
+
+bool is_image_file(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
-
-}  // namespace
 
 Image read_image(const std::string& path) {
   int w = 0, h = 0, channels = 0;
@@ -74,7 +74,7 @@ std::vector<std::string> list_images(const std::string& path) {
   if (!fs::is_directory(path, ec)) throw Error(path + ": no such image file or folder");
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(path))
-    if (entry.is_regular_file() && is_image_file(entry.path())) files.push_back(entry.path().string());
+    if (entry.is_regular_file() && is_image_file(entry.path().string())) files.push_back(entry.path().string());
   std::sort(files.begin(), files.end());
   if (files.empty()) throw Error(path + ": folder holds no PNG or JPEG images");
   return files;

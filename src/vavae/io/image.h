@@ -16,6 +16,9 @@ struct Image {
 Image read_image(const std::string& path);  // PNG, JPEG, BMP, ...; grayscale/alpha -> RGB
 void write_png(const std::string& path, const Image& image);  // atomic
 
+// PNG, JPEG or BMP by extension (case-insensitive): the formats read_image is used for.
+bool is_image_file(const std::string& path);
+
 // A file, or the image files (png/jpg/jpeg/bmp) directly inside a folder, sorted by name.
 std::vector<std::string> list_images(const std::string& path);
 

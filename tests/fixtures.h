@@ -23,6 +23,14 @@ inline std::string fixtures_dir() {
 }
 inline std::string fixture(const std::string& relative) { return fixtures_dir() + "/" + relative; }
 
+// Where the fixture-driven model tests run: $VAVAE_TEST_DEVICE (cpu | cuda), cpu when unset. A CUDA
+// run compares against the same fixtures; test_main turns TF32 off so float32 tolerances hold.
+inline std::string test_device_name() {
+  const char* env = std::getenv("VAVAE_TEST_DEVICE");
+  return env && *env ? env : "cpu";
+}
+inline torch::Device test_device() { return resolve_device(test_device_name()); }
+
 inline nlohmann::json read_json(const std::string& relative) {
   std::ifstream in(fixture(relative));
   if (!in) throw std::runtime_error("missing fixture " + fixture(relative));

@@ -45,10 +45,11 @@ class AutoencoderFixture : public ::testing::Test {
     model = nn::AutoencoderKL(config);
     io::load_into(*model, io::read_weights(fixture("autoencoder/weights.safetensors")));
     model->eval();
+    model->to(test_device());
     meta = read_json("autoencoder/meta.json");
     tensors = std::make_unique<io::SafetensorsReader>(fixture("autoencoder/tensors.safetensors"));
   }
-  torch::Tensor ref(const std::string& name) const { return tensors->tensor(name); }
+  torch::Tensor ref(const std::string& name) const { return tensors->tensor(name).to(test_device()); }
   Tolerance tol(const std::string& name) const { return tolerance_from(meta, name); }
 
   nn::AutoencoderConfig config;
@@ -62,7 +63,7 @@ TEST_F(AutoencoderFixture, PngInputsMapExactlyToTheStoredTensor) {
   std::vector<io::Image> images;
   for (size_t i = 0; i < cfg.at("images").size(); ++i)
     images.push_back(io::read_image(fixture("autoencoder/input_" + std::to_string(i) + ".png")));
-  EXPECT_TRUE(torch::equal(io::images_to_tensor(images), ref("x")));
+  EXPECT_TRUE(torch::equal(io::images_to_tensor(images), ref("x").cpu()));
 }
 
 TEST_F(AutoencoderFixture, ReproducesEncoderPosteriorAndDecoder) {
@@ -112,7 +113,7 @@ TEST_F(AutoencoderFixture, GradientsMatchThroughTheReparameterisationAndClamp) {
   model->zero_grad();
   const torch::Tensor x = ref("x").clone().requires_grad_(true);
   const nn::DiagonalGaussian posterior = model->encode(x);
-  const torch::Tensor objective = (model->decode(posterior.sample_with(ref("noise"))) * grads.tensor("R")).sum();
+  const torch::Tensor objective = (model->decode(posterior.sample_with(ref("noise"))) * grads.tensor("R").to(test_device())).sum();
   EXPECT_TRUE(all_close(objective, grads.tensor("objective"), {1e-4, 1e-5}));
   objective.backward();
   // Gradients carry float32 noise of ~1e-5 relative (fixture README); the check allows 1e-4
@@ -135,7 +136,7 @@ TEST_F(AutoencoderFixture, GradientsMatchThroughTheReparameterisationAndClamp) {
 TEST_F(AutoencoderFixture, AnySizeDivisibleByTheDownsamplingFactorRuns) {
   torch::NoGradGuard no_grad;
   const int64_t f = config.downsample_factor();
-  const torch::Tensor x = torch::rand({1, 3, 5 * f, 3 * f}) * 2 - 1;
+  const torch::Tensor x = torch::rand({1, 3, 5 * f, 3 * f}, test_device()) * 2 - 1;
   const nn::DiagonalGaussian p = model->encode(x);
   EXPECT_EQ(p.mean.sizes(), (std::vector<int64_t>{1, config.embed_dim, 5, 3}));
   EXPECT_EQ(model->decode(p.mode()).sizes(), x.sizes());

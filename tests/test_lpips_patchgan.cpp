@@ -21,7 +21,8 @@ class LPIPSFixture : public ::testing::Test {
 };
 
 TEST_F(LPIPSFixture, ReproducesDistancesLayerTermsAndScaling) {
-  const torch::Tensor x0 = tensors->tensor("x0"), x1 = tensors->tensor("x1");
+  lpips->to(test_device());
+  const torch::Tensor x0 = tensors->tensor("x0").to(test_device()), x1 = tensors->tensor("x1").to(test_device());
   EXPECT_TRUE(all_close(lpips->scale_input(x0), tensors->tensor("scaled_x0"), {1e-6, 1e-6}));
   std::vector<torch::Tensor> layers;
   torch::NoGradGuard no_grad;

@@ -36,21 +36,26 @@ class ObjectiveFixture : public ::testing::Test {
     EXPECT_EQ(report.ignored.at("linear_proj"), 1u);
     model->train();
     objective->train();
+    model->to(test_device());
+    objective->to(test_device());
+    proj = proj.detach().to(test_device()).requires_grad_(true);
     inputs = std::make_unique<io::SafetensorsReader>(fixture("loss_step/inputs.safetensors"));
     outputs = std::make_unique<io::SafetensorsReader>(fixture("loss_step/outputs.safetensors"));
   }
 
+  torch::Tensor input(const std::string& name) const { return inputs->tensor(name).to(test_device()); }
+
   loss::GeneratorInputs forward() {
-    const torch::Tensor x = inputs->tensor("x");
+    const torch::Tensor x = input("x");
     const nn::DiagonalGaussian posterior = model->encode(x);
-    const torch::Tensor z = posterior.sample_with(inputs->tensor("noise"));
+    const torch::Tensor z = posterior.sample_with(input("noise"));
     loss::GeneratorInputs in;
     in.images = x;
     in.z = z;
     in.reconstructions = model->decode(z);
     in.kl = posterior.kl();
     in.z_proj = torch::conv2d(z, proj);
-    in.features = inputs->tensor("f");
+    in.features = input("f");
     in.decoder_last_layer = model->decoder->conv_out->weight;
     in.encoder_last_layer = model->encoder->conv_out->weight;
     in.decoder_parameters = model->decoder->parameters();

@@ -56,7 +56,7 @@ data:
     num_workers: 2
     train: {source: ")" + images + R"(", resolution: 16}
     validation: {source: ")" + images + R"(", resolution: 16, limit: 8}
-trainer: {log_every: 1, val_every: 5, checkpoint_every: 3, keep_checkpoints: 2, val_images: 4, seed: 3, threads: 1}
+trainer: {log_every: 1, val_every: 5, checkpoint_every: 3, keep_checkpoints: 2, val_images: 4, seed: 3, threads: 1, device: )" + test_device_name() + R"(}
 )" + extra;
 }
 
@@ -122,7 +122,14 @@ TEST(Training, ResumingEqualsAnUninterruptedRun) {
   for (size_t i = 6; i < 12; ++i)
     for (const char* key : {"train/total_loss", "train/nll_loss", "train/kl_loss", "train/disc_loss"})
       if (a[i].contains(key)) {
-        EXPECT_EQ(a[i].at(key), b[i].at(key)) << "step " << i + 1 << " " << key;  // bitwise on CPU
+        if (test_device().is_cpu()) {
+          EXPECT_EQ(a[i].at(key), b[i].at(key)) << "step " << i + 1 << " " << key;  // bitwise on CPU
+        } else {
+          // cuDNN's convolution backward accumulates in no fixed order: two uninterrupted CUDA runs
+          // differ by ~1e-5 relative after a few steps, and so does a resumed one.
+          const double expected = a[i].at(key).get<double>();
+          EXPECT_NEAR(b[i].at(key).get<double>(), expected, 1e-4 * std::abs(expected)) << "step " << i + 1 << " " << key;
+        }
       }
 }
 

@@ -32,10 +32,12 @@ class ViTFixture : public ::testing::TestWithParam<std::string> {
     meta = read_json("vit/meta.json").at("variants").at(GetParam());
     model = nn::FoundationModel(config_for(meta));
     model->load(fixture("vit/" + GetParam() + "_weights.safetensors"));
+    model->to(test_device());
     inputs = std::make_unique<io::SafetensorsReader>(fixture("vit/inputs.safetensors"));
     expected = std::make_unique<io::SafetensorsReader>(fixture("vit/" + GetParam() + "_tensors.safetensors"));
   }
   Tolerance tol(const std::string& name) const { return tolerance_from(meta, name); }
+  torch::Tensor expected_grid() const { return expected->tensor("feature_grid"); }
   nlohmann::json meta;
   nn::FoundationModel model{nullptr};
   std::unique_ptr<io::SafetensorsReader> inputs, expected;
@@ -44,8 +46,8 @@ class ViTFixture : public ::testing::TestWithParam<std::string> {
 TEST_P(ViTFixture, ReproducesTimmForwardFeaturesAndTheFeatureGrid) {
   torch::NoGradGuard no_grad;
   const bool dinov2 = model->config.family == "dinov2";
-  const torch::Tensor x = inputs->tensor("x");
-  const torch::Tensor vit_input = dinov2 ? inputs->tensor("x224") : x;
+  const torch::Tensor x = inputs->tensor("x").to(test_device());
+  const torch::Tensor vit_input = dinov2 ? inputs->tensor("x224").to(test_device()) : x;
   if (dinov2) {
     const torch::Tensor resized = torch::nn::functional::interpolate(
         x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{224, 224}).mode(torch::kBilinear).align_corners(false));
@@ -56,6 +58,18 @@ TEST_P(ViTFixture, ReproducesTimmForwardFeaturesAndTheFeatureGrid) {
   EXPECT_TRUE(all_close(model->vit->resampled_pos_embed(grid, grid), expected->tensor("pos_embed_resampled"), tol("pos_embed_resampled")));
   EXPECT_TRUE(all_close(model->vit->forward_features(vit_input), expected->tensor("forward_features"), tol("forward_features")));
   EXPECT_TRUE(all_close(model->features(x), expected->tensor("feature_grid"), tol("feature_grid")));
+}
+
+// bfloat16 keeps 8 mantissa bits: the feature grid stays within a few percent of its float32 value.
+TEST_P(ViTFixture, Bfloat16OnCudaStaysNearTheFloat32Features) {
+  if (!model->parameters()[0].is_cuda()) GTEST_SKIP() << "bf16 runs on CUDA only (VAVAE_TEST_DEVICE=cuda)";
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = inputs->tensor("x").to(test_device());
+  model->config.bf16 = true;
+  const torch::Tensor half = model->features(x);
+  EXPECT_EQ(half.scalar_type(), torch::kFloat32);
+  const torch::Tensor expected = expected_grid();
+  EXPECT_TRUE(all_close(half, expected, {0.03 * expected.abs().max().item<double>(), 0.03}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, ViTFixture, ::testing::Values("dinov2", "dinov2_reg4", "mae"));

@@ -34,12 +34,12 @@ void run_inspect(const std::string& path, bool quiet) {
   std::map<std::string, int64_t> by_dtype;
   for (const auto& [name, t] : file.tensors) {
     parameters += t.numel();
-    by_group[name.substr(0, name.find('.'))] += t.numel();
+    by_group[printable(name.substr(0, name.find('.')), 80)] += t.numel();
     by_dtype[c10::toString(t.scalar_type())] += 1;
   }
   std::string prefix;
   const std::string layout = detect_layout(file.tensors, prefix);
-  std::cout << "file:       " << path << "\n"
+  std::cout << "file:       " << printable(path, 4096) << "\n"
             << "format:     " << file.format << " (tensors at " << file.location << ")\n"
             << "layout:     " << layout << (prefix.empty() ? "" : " under prefix '" + prefix + "'") << "\n"
             << "tensors:    " << file.tensors.size() << "\n"
@@ -49,10 +49,10 @@ void run_inspect(const std::string& path, bool quiet) {
   std::cout << "\ngroups:    ";
   for (const auto& [group, n] : by_group) std::cout << " " << group << ".* (" << n << ")";
   std::cout << "\n";
-  for (const auto& [key, value] : file.metadata) std::cout << "metadata:   " << key << " = " << value << "\n";
+  for (const auto& [key, value] : file.metadata) std::cout << "metadata:   " << printable(key, 80) << " = " << printable(value, 400) << "\n";
   if (quiet) return;
   for (const auto& [name, t] : file.tensors)
-    std::cout << "  " << std::left << std::setw(60) << name << " " << std::setw(10) << c10::toString(t.scalar_type()) << " "
+    std::cout << "  " << std::left << std::setw(60) << printable(name) << " " << std::setw(10) << c10::toString(t.scalar_type()) << " "
               << shape_string(t.sizes()) << "\n";
 }
 

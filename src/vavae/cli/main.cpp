@@ -1,5 +1,7 @@
 // vavae: train and run VA-VAE image tokenizers.
+#include <filesystem>
 #include <iostream>
+#include <new>
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
@@ -39,6 +41,17 @@ nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device de
 
 }  // namespace vavae::cli
 
+namespace {
+
+// Every failure ends the same way: one line (file names and keys from files made printable), exit 1.
+int report_error(const std::string& message) {
+  std::string line = vavae::printable(message, 2000);
+  std::cerr << "error: " << line << "\n";
+  return 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"vavae: train and run VA-VAE image tokenizers (LDM AutoencoderKL + VF loss)"};
   app.require_subcommand(1);
@@ -52,12 +65,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const vavae::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return report_error(e.what());
   } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    std::cerr << "error: " << msg.substr(0, msg.find('\n')) << "\n";
-    return 1;
+    const std::string msg = e.what_without_backtrace();
+    return report_error(msg.substr(0, msg.find('\n')));
+  } catch (const std::bad_alloc&) {
+    return report_error("out of memory");
+  } catch (const std::filesystem::filesystem_error& e) {
+    return report_error(e.what());
+  } catch (const std::exception& e) {
+    return report_error(e.what());
+  } catch (...) {
+    return report_error("unknown failure");
   }
   return 0;
 }

@@ -32,7 +32,19 @@ nlohmann::json scalar_to_json(const YAML::Node& node) {
   return s;
 }
 
-nlohmann::json yaml_to_json(const YAML::Node& node) {
+// YAML aliases share nodes, so a small file can describe an exponentially large tree ("billion
+// laughs"); the conversion counts every node it produces and stops at a bound no config approaches.
+constexpr size_t kMaxConfigNodes = 1u << 20;
+constexpr int kMaxConfigDepth = 64;
+
+struct NodeBudget {
+  size_t nodes = 0;
+};
+
+nlohmann::json yaml_to_json(const YAML::Node& node, NodeBudget& budget, int depth) {
+  if (++budget.nodes > kMaxConfigNodes)
+    throw Error("the YAML expands to more than " + std::to_string(kMaxConfigNodes) + " nodes (aliases nested too deep?)");
+  if (depth > kMaxConfigDepth) throw Error("the YAML nests deeper than " + std::to_string(kMaxConfigDepth) + " levels");
   switch (node.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
@@ -41,16 +53,33 @@ nlohmann::json yaml_to_json(const YAML::Node& node) {
       return scalar_to_json(node);
     case YAML::NodeType::Sequence: {
       nlohmann::json out = nlohmann::json::array();
-      for (const auto& item : node) out.push_back(yaml_to_json(item));
+      for (const auto& item : node) out.push_back(yaml_to_json(item, budget, depth + 1));
       return out;
     }
     case YAML::NodeType::Map: {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& kv : node) out[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar()) throw Error("a YAML mapping key is not a plain value");
+        out[kv.first.Scalar()] = yaml_to_json(kv.second, budget, depth + 1);
+      }
       return out;
     }
   }
   return nullptr;
+}
+
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  NodeBudget budget;
+  return yaml_to_json(node, budget, 0);
+}
+
+// JSON configs get the same depth bound; nlohmann's parser itself does not recurse.
+nlohmann::json parse_json_config(const std::string& text) {
+  auto depth_guard = [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    if (depth > kMaxConfigDepth) throw Error("the JSON nests deeper than " + std::to_string(kMaxConfigDepth) + " levels");
+    return true;
+  };
+  return nlohmann::json::parse(text, depth_guard);
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
@@ -100,19 +129,27 @@ nlohmann::json load_config_file(const std::string& path) {
   text << in.rdbuf();
   if (io::ends_with(path, ".json")) {
     try {
-      return nlohmann::json::parse(text.str());
+      return parse_json_config(text.str());
     } catch (const nlohmann::json::exception& e) {
       throw Error(path + ": invalid JSON: " + e.what());
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
     }
   }
   try {
-    return yaml_to_json(YAML::Load(text.str()));
-  } catch (const YAML::Exception& e) {
-    throw Error(path + ": invalid YAML: " + e.what());
+    return load_config_text(text.str());
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
   }
 }
 
-nlohmann::json load_config_text(const std::string& yaml) { return yaml_to_json(YAML::Load(yaml)); }
+nlohmann::json load_config_text(const std::string& yaml) {
+  try {
+    return yaml_to_json(YAML::Load(yaml));
+  } catch (const YAML::Exception& e) {
+    throw Error(std::string("invalid YAML: ") + e.what());
+  }
+}
 
 template <typename T>
 T get_or(const nlohmann::json& section, const std::string& key, const T& fallback, const std::string& where) {

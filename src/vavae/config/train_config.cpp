@@ -133,7 +133,7 @@ TrainConfig train_config_from_json(const nlohmann::json& root, const std::string
   const std::string t = source + ": trainer";
   const auto& tr = section(root, "trainer", source);
   reject_unknown_keys(tr, {"max_steps", "max_epochs", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "val_images",
-                           "seed", "threads", "device"},
+                           "seed", "threads", "device", "max_nonfinite_steps"},
                       t);
   TrainerConfig& k = c.trainer;
   k.max_steps = get_or<int64_t>(tr, "max_steps", k.max_steps, t);
@@ -146,6 +146,8 @@ TrainConfig train_config_from_json(const nlohmann::json& root, const std::string
   k.seed = static_cast<uint64_t>(get_or<int64_t>(tr, "seed", 0, t));
   k.threads = get_or<int64_t>(tr, "threads", k.threads, t);
   k.device = get_or<std::string>(tr, "device", k.device, t);
+  k.max_nonfinite_steps = get_or<int64_t>(tr, "max_nonfinite_steps", k.max_nonfinite_steps, t);
+  if (k.max_nonfinite_steps < 1) throw Error(t + ".max_nonfinite_steps must be at least 1");
   if (k.log_every <= 0 || k.val_every <= 0 || k.checkpoint_every <= 0 || k.keep_checkpoints <= 0)
     throw Error(t + ": log_every, val_every, checkpoint_every and keep_checkpoints must be positive");
 

@@ -35,6 +35,8 @@ struct TrainerConfig {
   uint64_t seed = 0;
   int64_t threads = 0;
   std::string device = "cpu";
+  // Steps whose loss or gradients are NaN/Inf are skipped; this many in a row stop the run.
+  int64_t max_nonfinite_steps = 5;
 };
 
 struct TrainConfig {

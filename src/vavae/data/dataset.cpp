@@ -1,12 +1,17 @@
 #include "vavae/data/dataset.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <set>
 
+#include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 
 namespace vavae::data {
@@ -16,14 +21,32 @@ namespace fs = std::filesystem;
 
 constexpr const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";
 
-// The whole file, gunzipped when it ends in .gz.
-std::string read_maybe_gzipped(const std::string& path) {
+// The whole file, gunzipped when compressed (gzread passes plain files through). Once the first
+// `header_bytes` are in, `expected_size(header)` says how long the file must be, and reading stops
+// as soon as it runs longer: a gzip bomb is cut off at the size its header declares.
+std::string read_maybe_gzipped(const std::string& path, size_t header_bytes,
+                               const std::function<uint64_t(const std::string&)>& expected_size) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw Error(path + ": cannot open");
   std::string out;
+  uint64_t limit = header_bytes;
+  bool header_seen = false;
   char buffer[1 << 16];
   int n = 0;
-  while ((n = gzread(f, buffer, sizeof(buffer))) > 0) out.append(buffer, static_cast<size_t>(n));
+  try {
+    while ((n = gzread(f, buffer, sizeof(buffer))) > 0) {
+      out.append(buffer, static_cast<size_t>(n));
+      if (!header_seen && out.size() >= header_bytes) {
+        header_seen = true;
+        limit = expected_size(out.substr(0, header_bytes));
+      }
+      if (header_seen && out.size() > limit)
+        throw Error(path + ": longer than its header says (" + std::to_string(limit) + " bytes)");
+    }
+  } catch (...) {
+    gzclose(f);
+    throw;
+  }
   const bool failed = n < 0;
   gzclose(f);
   if (failed) throw Error(path + ": corrupt gzip data");
@@ -48,14 +71,25 @@ class IdxDataset : public Dataset {
     if (prefix.empty()) throw Error("IDX split must be train or test, got '" + split + "'");
     const std::string images_path = find_idx(folder, prefix + "-images-idx3-ubyte");
     const std::string labels_path = find_idx(folder, prefix + "-labels-idx1-ubyte");
-    pixels_ = read_maybe_gzipped(images_path);
-    labels_ = read_maybe_gzipped(labels_path);
-    if (pixels_.size() < 16 || be32(pixels_, 0) != 0x803) throw Error(images_path + ": not an IDX image file (magic 0x803)");
-    if (labels_.size() < 8 || be32(labels_, 0) != 0x801) throw Error(labels_path + ": not an IDX label file (magic 0x801)");
-    count_ = be32(pixels_, 4);
-    rows_ = be32(pixels_, 8);
-    cols_ = be32(pixels_, 12);
-    if (pixels_.size() != 16 + size_t(count_) * rows_ * cols_) throw Error(images_path + ": size does not match its header");
+    pixels_ = read_maybe_gzipped(images_path, 16, [&](const std::string& header) {
+      if (be32(header, 0) != 0x803) throw Error(images_path + ": not an IDX image file (magic 0x803)");
+      count_ = be32(header, 4);
+      rows_ = be32(header, 8);
+      cols_ = be32(header, 12);
+      if (rows_ == 0 || cols_ == 0) throw Error(images_path + ": images of " + std::to_string(rows_) + "x" + std::to_string(cols_) + " pixels");
+      // count x rows x cols of three u32s can exceed 64 bits: checked.
+      return 16 + static_cast<uint64_t>(checked_product(std::array<int64_t, 3>{count_, rows_, cols_}, images_path + ": image count x rows x cols"));
+    });
+    labels_ = read_maybe_gzipped(labels_path, 8, [&](const std::string& header) {
+      if (be32(header, 0) != 0x801) throw Error(labels_path + ": not an IDX label file (magic 0x801)");
+      return 8 + static_cast<uint64_t>(be32(header, 4));
+    });
+    if (pixels_.size() < 16) throw Error(images_path + ": not an IDX image file (shorter than its header)");
+    if (labels_.size() < 8) throw Error(labels_path + ": not an IDX label file (shorter than its header)");
+    const int64_t pixels = static_cast<int64_t>(count_) * rows_ * cols_;
+    if (pixels_.size() != 16 + static_cast<uint64_t>(pixels))
+      throw Error(images_path + ": " + std::to_string(pixels_.size()) + " bytes do not match its header (" + std::to_string(count_) +
+                  " images of " + std::to_string(rows_) + "x" + std::to_string(cols_) + ")");
     if (be32(labels_, 4) != count_ || labels_.size() != 8 + size_t(count_)) throw Error(labels_path + ": label count does not match the images");
   }
   size_t size() const override { return count_; }
@@ -116,8 +150,25 @@ std::shared_ptr<Dataset> idx_dataset(const std::string& folder, const std::strin
 std::shared_ptr<Dataset> image_folder(const std::string& root) {
   if (!fs::is_directory(root)) throw Error(root + ": not a folder");
   std::vector<std::string> files;
-  for (const auto& e : fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink))
-    if (e.is_regular_file() && io::is_image_file(e.path().string())) files.push_back(e.path().string());
+  // Symbolic links to folders are followed, each folder once: a link back up the tree is no loop.
+  std::set<std::pair<dev_t, ino_t>> visited;
+  auto first_visit = [&](const std::string& folder) {
+    struct stat st {};
+    return ::stat(folder.c_str(), &st) == 0 && visited.emplace(st.st_dev, st.st_ino).second;
+  };
+  first_visit(root);
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(root, fs::directory_options::follow_directory_symlink, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code entry_ec;
+    const std::string path = it->path().string();
+    if (it->is_directory(entry_ec)) {
+      if (!first_visit(path)) it.disable_recursion_pending();
+    } else if (it->is_regular_file(entry_ec) && io::is_image_file(path)) {
+      files.push_back(path);
+    }
+  }
+  if (ec) throw Error(root + ": cannot list the folder: " + ec.message());
   std::sort(files.begin(), files.end());
   if (files.empty()) throw Error(root + ": holds no PNG/JPEG/BMP images");
   std::map<std::string, int64_t> classes;

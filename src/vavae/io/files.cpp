@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "vavae/common/error.h"
@@ -40,10 +41,16 @@ MappedFile::~MappedFile() {
 
 void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  auto abandon = [&](const std::string& what, int err) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": " + what + (err ? std::string(": ") + std::strerror(err) : std::string()) +
+                " (the previous file, if any, is unchanged)");
+  };
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(path + ": cannot create temporary file " + tmp + ": " + std::strerror(errno));
     try {
+      errno = 0;
       write(out);
       out.flush();
     } catch (...) {
@@ -51,19 +58,24 @@ void write_file_atomically(const std::string& path, const std::function<void(std
       std::remove(tmp.c_str());
       throw;
     }
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (disk full?)");
-    }
+    if (!out) abandon("write failed", errno);
+    out.close();
+    if (!out) abandon("write failed", errno);
   }
-  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename temporary file into place: " + std::strerror(errno));
+  // The data must be on disk before the rename makes it the file: a full disk or an I/O error
+  // reported only at fsync still leaves the previous file in place.
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) abandon("cannot reopen the temporary file", errno);
+  const int synced = ::fsync(fd);
+  const int sync_errno = errno;
+  ::close(fd);
+  if (synced != 0) abandon("fsync failed", sync_errno);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) abandon("cannot rename the temporary file into place", errno);
+  const std::string folder = std::filesystem::path(path).parent_path().string();
+  const int dir = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);  // makes the rename itself durable; best effort (some filesystems refuse)
+    ::close(dir);
   }
 }
 

@@ -1,8 +1,14 @@
 #include "vavae/io/image.h"
 
+// Only the decoders of the formats we accept are compiled in: a GIF, PSD, TGA, PIC or PNM file
+// renamed to .png reaches no decoder at all.
 #define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
 #define STBI_NO_HDR
 #define STBI_NO_LINEAR
+#define STBI_MAX_DIMENSIONS (1 << 15)
 #include <stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
@@ -12,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "vavae/common/error.h"
 #include "vavae/io/files.h"
@@ -20,6 +27,9 @@ namespace vavae::io {
 namespace {
 
 namespace F = torch::nn::functional;
+
+constexpr int64_t kMaxImagePixels = int64_t{1} << 28;  // 16384 x 16384
+constexpr int64_t kMaxExpansion = 1100;
 
 torch::Tensor to_nchw_float(const Image& image) {
   return torch::from_blob(const_cast<uint8_t*>(image.rgb.data()), {1, image.height, image.width, 3}, torch::kUInt8)
@@ -45,8 +55,20 @@ bool is_image_file(const std::string& path) {
 }
 
 Image read_image(const std::string& path) {
+  const MappedFile file(path);
+  if (file.size() > static_cast<size_t>(std::numeric_limits<int>::max())) throw Error(path + ": image file larger than 2 GiB");
+  const int bytes = static_cast<int>(file.size());
   int w = 0, h = 0, channels = 0;
-  stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &channels, 3);
+  if (!stbi_info_from_memory(file.data(), bytes, &w, &h, &channels))
+    throw Error(path + ": cannot read image: " + stbi_failure_reason());
+  // The decoded size is checked before decoding: PNG and JPEG cannot compress pixels beyond ~1000:1,
+  // so a small file declaring a huge image is a decompression bomb.
+  const int64_t decoded = static_cast<int64_t>(w) * h * 3;
+  if (static_cast<int64_t>(w) * h > kMaxImagePixels || decoded > kMaxExpansion * static_cast<int64_t>(file.size()) + 4096)
+    throw Error(path + ": declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than " +
+                (static_cast<int64_t>(w) * h > kMaxImagePixels ? "the limit of " + std::to_string(kMaxImagePixels)
+                                                                : "its " + std::to_string(file.size()) + " bytes can encode"));
+  stbi_uc* pixels = stbi_load_from_memory(file.data(), bytes, &w, &h, &channels, 3);
   if (!pixels) throw Error(path + ": cannot read image: " + stbi_failure_reason());
   Image image;
   image.height = h;

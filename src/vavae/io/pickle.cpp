@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "vavae/common/error.h"
+#include "vavae/common/runtime.h"
 
 namespace vavae::io::pickle {
 namespace {
@@ -36,7 +37,7 @@ class Machine {
         case 0x80: byte(); break;                 // PROTO
         case 0x95: bytes(8); break;               // FRAME: framing is only a hint
         case '.': return finish();                // STOP
-        case '(': marks_.push_back(stack_.size()); break;
+        case '(': charge(1); marks_.push_back(stack_.size()); break;
         case '0': pop(); break;
         case '1': pop_mark(); break;
         case '2': push(top()); break;             // DUP
@@ -79,7 +80,13 @@ class Machine {
         case 's': { auto v = pop(); auto k = pop(); set_items(top(), {k, v}); break; }
         case 'u': { auto kv = pop_mark(); set_items(top(), kv); break; }
         case 'c': { auto module = line(); auto name = line(); push(make_text(Value::Kind::Global, module + "." + name)); break; }
-        case 0x93: { auto name = pop(); auto module = pop(); push(make_text(Value::Kind::Global, module->text + "." + name->text)); break; }
+        case 0x93: {  // STACK_GLOBAL
+          auto name = pop();
+          auto module = pop();
+          if (!name->is_string() || !module->is_string()) fail("STACK_GLOBAL needs two strings");
+          push(make_text(Value::Kind::Global, module->text + "." + name->text));
+          break;
+        }
         case 'R': { auto args = pop(); auto callable = pop(); push(reduce(callable, args)); break; }
         case 'b': { auto state = pop(); build(top(), state); break; }
         case 0x81: { auto args = pop(); auto cls = pop(); push(placeholder(cls->text, args)); break; }
@@ -88,11 +95,11 @@ class Machine {
         case 'o': { auto vs = pop_mark(); if (vs.empty()) fail("OBJ without a class"); auto cls = vs.front(); vs.erase(vs.begin()); push(placeholder(cls->text, sequence(Value::Kind::Tuple, vs))); break; }
         case 'q': memo_[le(1)] = top(); break;
         case 'r': memo_[le(4)] = top(); break;
-        case 'p': memo_[std::stoull(line())] = top(); break;
+        case 'p': memo_[memo_id(line())] = top(); break;
         case 0x94: { const uint64_t id = memo_.size(); memo_[id] = top(); break; }
         case 'h': push(memo(le(1))); break;
         case 'j': push(memo(le(4))); break;
-        case 'g': push(memo(std::stoull(line()))); break;
+        case 'g': push(memo(memo_id(line()))); break;
         case 'Q': push(persistent_load(pop())); break;
         case 'P': fail("text persistent ids (PERSID) are not used by PyTorch checkpoints");
         default: fail("unsupported pickle opcode 0x" + hex(op));
@@ -135,8 +142,20 @@ class Machine {
   }
 
   void push(ValuePtr v) {
-    if (stack_.size() > kMaxStack) fail("pickle stack deeper than " + std::to_string(kMaxStack));
+    charge(1);
     stack_.push_back(std::move(v));
+  }
+  // Every value and item slot the pickle makes is paid for from a budget proportional to its size.
+  void charge(size_t units) {
+    units_ += units;
+    if (units_ > budget_)
+      fail("the pickle builds more values than its " + std::to_string(size_) + " bytes can justify (over " +
+           std::to_string(budget_) + "); refusing to amplify memory");
+  }
+  uint64_t memo_id(const std::string& text) {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos)
+      fail("bad memo key '" + text.substr(0, 40) + "'");
+    return std::stoull(text);
   }
   ValuePtr pop() {
     if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) fail("pickle stack underflow");
@@ -180,6 +199,7 @@ class Machine {
   }
   void push_text_int(const std::string& s) {
     if (s == "01" || s == "00") return push_bool(s == "01");
+    if (s.empty()) fail("empty text integer");
     try {
       push(make_int(std::stoll(s.back() == 'L' ? s.substr(0, s.size() - 1) : s)));
     } catch (const std::exception&) {
@@ -204,9 +224,25 @@ class Machine {
     push(v);
   }
 
-  static ValuePtr sequence(Value::Kind kind, std::vector<ValuePtr> items) {
+  // Puts items into a container, keeping depth exact: a container that is already nested never
+  // changes again, so no cycle can form and no ancestor's depth goes stale.
+  void adopt(const ValuePtr& container, const std::vector<ValuePtr>& items) {
+    if (container->nested) fail("a container is modified after being nested in another (a recursive structure)");
+    charge(items.size());
+    for (const auto& item : items) {
+      if (item.get() == container.get()) fail("a container is put inside itself");
+      item->nested = true;
+      container->depth = std::max(container->depth, item->depth + 1);
+    }
+    if (container->depth > kMaxDepth) fail("values nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  }
+  void add_items(const ValuePtr& container, const std::vector<ValuePtr>& items) {
+    adopt(container, items);
+    container->items.insert(container->items.end(), items.begin(), items.end());
+  }
+  ValuePtr sequence(Value::Kind kind, const std::vector<ValuePtr>& items) {
     auto v = make(kind);
-    v->items = std::move(items);
+    add_items(v, items);
     return v;
   }
   ValuePtr tuple_of(int n) {
@@ -217,25 +253,26 @@ class Machine {
   void append_to(const ValuePtr& list, const std::vector<ValuePtr>& vs) {
     if (list->kind == Value::Kind::Object) return;  // inert: a placeholder list subclass
     if (list->kind != Value::Kind::List) fail("APPEND to a non-list");
-    list->items.insert(list->items.end(), vs.begin(), vs.end());
+    add_items(list, vs);
   }
   void set_items(const ValuePtr& dict, const std::vector<ValuePtr>& kv) {
     if (kv.size() % 2) fail("odd number of dict items");
     if (dict->kind == Value::Kind::Object) return;  // inert: a placeholder dict subclass
     if (dict->kind != Value::Kind::Dict) fail("SETITEM on a non-dict");
+    adopt(dict, kv);
     for (size_t i = 0; i < kv.size(); i += 2) dict->entries.emplace_back(kv[i], kv[i + 1]);
   }
 
-  static ValuePtr placeholder(const std::string& type_name, ValuePtr args) {
+  ValuePtr placeholder(const std::string& type_name, const ValuePtr& args) {
     auto v = make_text(Value::Kind::Object, type_name);
-    v->items.push_back(std::move(args));
+    add_items(v, {args});
     return v;
   }
 
   void build(const ValuePtr& target, const ValuePtr& state) {
     // Only placeholders keep their state; on real values (tensors, dicts) BUILD would call Python
     // code (__setstate__) that we deliberately do not emulate.
-    if (target->kind == Value::Kind::Object) target->items.push_back(state);
+    if (target->kind == Value::Kind::Object && !target->nested) add_items(target, {state});
   }
 
   const ValuePtr& arg(const ValuePtr& args, size_t i, const char* fn) {
@@ -262,17 +299,28 @@ class Machine {
     const auto strides = int_tuple(arg(args, 3, fn), "tensor stride");
     if (sizes.size() != strides.size()) fail(std::string(fn) + ": size and stride differ in length");
     const int64_t numel = storage->tensor.numel();
-    int64_t last = offset->integer;  // the highest element index the view touches
+    if (offset->integer < 0) fail(std::string(fn) + ": negative storage offset");
+    // The highest element index the view touches, in checked arithmetic: a wrapped sum would let a
+    // view start before its storage.
+    int64_t last = offset->integer;
+    int64_t view_numel = 1;
     bool empty = false;
     for (size_t d = 0; d < sizes.size(); ++d) {
       if (sizes[d] < 0 || strides[d] < 0) fail(std::string(fn) + ": negative size or stride");
       if (sizes[d] == 0) empty = true;
-      else last += (sizes[d] - 1) * strides[d];
+      int64_t reach = 0;
+      if (__builtin_mul_overflow(sizes[d] == 0 ? 0 : sizes[d] - 1, strides[d], &reach) ||
+          __builtin_add_overflow(last, reach, &last) || __builtin_mul_overflow(view_numel, sizes[d], &view_numel))
+        fail(std::string(fn) + ": view size " + shape_string(sizes) + " with stride " + shape_string(strides) + " overflows");
     }
-    if (offset->integer < 0 || (!empty && last >= numel))
+    if (!empty && last >= numel)
       fail(std::string(fn) + ": view reaches element " + std::to_string(last) + " of a storage of " + std::to_string(numel));
+    // A view larger than its storage (stride 0) would materialise into more memory than the file holds.
+    if (view_numel > numel)
+      fail(std::string(fn) + ": a view of " + std::to_string(view_numel) + " elements over a storage of " + std::to_string(numel));
     auto v = make(Value::Kind::Tensor);
-    v->tensor = storage->tensor.as_strided(sizes, strides, offset->integer);
+    // as_strided's offset is absolute in the underlying storage; a legacy storage view starts inside it.
+    v->tensor = storage->tensor.as_strided(sizes, strides, storage->tensor.storage_offset() + offset->integer);
     return v;
   }
 
@@ -288,8 +336,15 @@ class Machine {
       return data;
     }
     if (name == "torch._tensor._rebuild_from_type_v2") {
-      // (func, new_type, func_args, state): the tensor subclass is dropped, the data kept.
-      return reduce(arg(args, 0, name.c_str()), arg(args, 2, name.c_str()));
+      // (func, new_type, func_args, state): the tensor subclass is dropped, the data kept. Nesting
+      // is bounded by kMaxDepth, and the unwrapping is a loop, not a recursion.
+      ValuePtr inner_callable = arg(args, 0, name.c_str()), inner_args = arg(args, 2, name.c_str());
+      while (inner_callable->kind == Value::Kind::Global && inner_callable->text == name) {
+        const ValuePtr next_args = inner_args;
+        inner_callable = arg(next_args, 0, name.c_str());
+        inner_args = arg(next_args, 2, name.c_str());
+      }
+      return reduce(inner_callable, inner_args);
     }
     return placeholder(name, args);
   }
@@ -313,7 +368,7 @@ class Machine {
       if (view.size() != 3 || view[1]->kind != Value::Kind::Int || view[2]->kind != Value::Kind::Int)
         fail("malformed storage view metadata");
       const int64_t off = view[1]->integer, n = view[2]->integer;
-      if (off < 0 || n < 0 || off + n > v->tensor.numel()) fail("storage view out of bounds");
+      if (off < 0 || n < 0 || off > v->tensor.numel() - n) fail("storage view out of bounds");
       v->tensor = v->tensor.narrow(0, off, n);
     }
     return v;
@@ -324,7 +379,9 @@ class Machine {
     return {stack_.back(), pos_};
   }
 
-  static constexpr size_t kMaxStack = 1u << 20;
+  // Legitimate pickles make at most a few values per byte (every push costs an opcode byte).
+  static constexpr size_t kUnitsPerByte = 16;
+  static constexpr size_t kBaseUnits = 1u << 16;
   const uint8_t* data_;
   size_t size_;
   size_t pos_ = 0;
@@ -333,6 +390,8 @@ class Machine {
   std::vector<ValuePtr> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
+  size_t units_ = 0;
+  const size_t budget_ = kBaseUnits + kUnitsPerByte * size_;
 };
 
 }  // namespace

@@ -25,6 +25,8 @@ struct Value {
   std::vector<ValuePtr> items;                            // Tuple, List; Object: constructor args and state
   std::vector<std::pair<ValuePtr, ValuePtr>> entries;     // Dict, in insertion order
   torch::Tensor tensor;                                   // Storage (flat, typed) or Tensor
+  int depth = 0;        // nesting depth of containers below this value (bounded, see unpickle)
+  bool nested = false;   // already an item of another container: then it can no longer change
 
   bool is_string() const { return kind == Kind::String; }
 };
@@ -33,12 +35,17 @@ struct Value {
 // dtype and length; storages with the same key must come back as the same tensor.
 using StorageLoader = std::function<torch::Tensor(const std::string& key, torch::ScalarType dtype, int64_t numel)>;
 
+constexpr int kMaxDepth = 1000;
+
 struct Unpickled {
   ValuePtr value;
   size_t bytes_read = 0;
 };
 
 // Reads one pickle starting at `data`. `context` (usually the file name) prefixes every error.
+// Hostile input is bounded: nesting deeper than kMaxDepth, a container changed after it was nested
+// (the only way to build a cycle), and more values than a fixed factor of the pickle's bytes are
+// errors, so neither memory nor the recursion that frees a value grows beyond what the bytes justify.
 Unpickled unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& context);
 
 // The dtype of a legacy storage class name such as "torch.HalfStorage".

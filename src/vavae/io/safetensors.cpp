@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
+#include <vector>
 
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
@@ -37,6 +39,31 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
+// The header as JSON: nesting deeper than the format needs and repeated keys (which a plain parse
+// would silently overwrite) are errors.
+nlohmann::ordered_json parse_header(const std::string& path, const uint8_t* begin, const uint8_t* end) {
+  constexpr int kMaxDepth = 4;  // {name: {shape: [..]}} and __metadata__ need 3
+  std::vector<std::set<std::string>> keys;
+  auto check = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
+    using Event = nlohmann::ordered_json::parse_event_t;
+    if (event == Event::object_start || event == Event::array_start) {
+      if (depth >= kMaxDepth) throw Error(path + ": safetensors header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+      if (event == Event::object_start) keys.emplace_back();
+    } else if (event == Event::object_end) {
+      keys.pop_back();
+    } else if (event == Event::key) {
+      if (!keys.back().insert(parsed.get<std::string>()).second)
+        throw Error(path + ": safetensors header has the key '" + printable(parsed.get<std::string>()) + "' twice");
+    }
+    return true;
+  };
+  try {
+    return nlohmann::ordered_json::parse(begin, end, check);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": safetensors header is not valid JSON: " + e.what());
+  }
+}
+
 }  // namespace
 
 std::string safetensors_dtype_name(torch::ScalarType type) {
@@ -57,12 +84,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_
   data_start_ = 8 + header_len;
   const uint64_t data_size = size - data_start_;
 
-  nlohmann::ordered_json header;
-  try {
-    header = nlohmann::ordered_json::parse(file_->data() + 8, file_->data() + data_start_);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": safetensors header is not valid JSON: " + e.what());
-  }
+  nlohmann::ordered_json header = parse_header(path, file_->data() + 8, file_->data() + data_start_);
   if (!header.is_object()) throw Error(path + ": safetensors header is not a JSON object");
 
   for (auto it = header.begin(); it != header.end(); ++it) {
@@ -90,10 +112,11 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_
     if (!shape.is_array()) throw Error(where + ": shape is not an array");
     uint64_t numel = 1;
     for (const auto& d : shape) {
-      if (!d.is_number_unsigned()) throw Error(where + ": shape entry " + d.dump() + " is not a non-negative integer");
+      if (!d.is_number_unsigned()) throw Error(where + ": shape entry " + (d.is_primitive() ? printable(d.dump(), 40) : std::string("of type ") + d.type_name()) +
+                    " is not a non-negative integer");
       const uint64_t n = d.get<uint64_t>();
-      if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n) throw Error(where + ": shape overflows");
-      numel *= n;
+      if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, n, &numel))
+        throw Error(where + ": shape overflows");
       e.shape.push_back(static_cast<int64_t>(n));
     }
     const auto& offsets = value["data_offsets"];

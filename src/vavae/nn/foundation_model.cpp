@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/io/weights.h"
@@ -47,7 +48,7 @@ FoundationModel make_foundation_model(const FoundationSpec& spec) {
                   "use_vf to the model name and foundation weights to the file");
     c.family = "vit";
     c.vit = vit_config_from_json(meta.at("vavae_vit_config"), spec.use_vf);
-    c.input_size = meta.count("input_resolution") ? std::stoll(meta.at("input_resolution")) : 0;
+    c.input_size = meta.count("input_resolution") ? parse_count(meta.at("input_resolution"), spec.use_vf + ": metadata input_resolution") : 0;
     weights = spec.use_vf;
   } else {
     const std::string name = spec.use_vf == "dinov2" ? "vit_large_patch14_dinov2.lvd142m"

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 
 namespace vavae::nn {
@@ -111,7 +112,7 @@ void load_lpips(LPIPSImpl& lpips, const std::string& weights, const std::string&
     io::NamedTensors renamed;
     for (const auto& [k, t] : file.tensors) {
       if (k.rfind("features.", 0) != 0) continue;
-      const int64_t index = std::stoll(k.substr(9, k.find('.', 9) - 9));
+      const int64_t index = parse_count(k.substr(9, k.find('.', 9) - 9), weights + ": layer index of '" + k + "'");
       for (size_t s = 0; s < kSlices.size(); ++s)
         for (const auto& [i, _] : kSlices[s])
           if (i == index) renamed.emplace_back("net.slice" + std::to_string(s + 1) + "." + k.substr(9), t);

@@ -4,9 +4,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "vavae/common/checked.h"
 #include "vavae/common/error.h"
+#include "vavae/common/runtime.h"
 #include "vavae/io/safetensors.h"
 #include "vavae/io/weights.h"
 
@@ -15,31 +20,113 @@ namespace {
 
 namespace fs = std::filesystem;
 
-torch::Tensor bytes_tensor(const std::string& bytes) {
-  torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
-  std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
-  return t;
+const std::string kGeneratorOptimizer = "optimizer.generator";
+const std::string kDiscriminatorOptimizer = "optimizer.discriminator";
+
+// Adam's per-parameter state is keyed by the parameter's TensorImpl: a string of its address in
+// LibTorch 1.x, the address itself in 2.x.
+template <typename StateMap>
+typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& parameter) {
+  using Key = typename StateMap::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream address;
+    address << static_cast<const void*>(parameter.unsafeGetTensorImpl());
+    return address.str();
+  } else {
+    return static_cast<Key>(parameter.unsafeGetTensorImpl());
+  }
 }
 
-std::string tensor_bytes(const torch::Tensor& t) {
-  return std::string(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()));
+// Adam as PyTorch's optimizer.state_dict() lays it out: per parameter index `state.<i>.exp_avg`,
+// `exp_avg_sq`, `step` (a float32 scalar, as PyTorch keeps it) under `prefix`, and the param group's
+// settings as JSON in the metadata. Plain tensors: resuming never runs a deserialiser that can
+// execute code.
+void add_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, io::NamedTensors& tensors,
+                    std::map<std::string, std::string>& metadata) {
+  const auto& group = optimizer.param_groups().at(0);
+  const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
+  const auto& params = group.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto it = optimizer.state().find(state_key(optimizer.state(), params[i]));
+    if (it == optimizer.state().end()) continue;
+    const auto& state = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    const std::string at = prefix + ".state." + std::to_string(i) + ".";
+    tensors.emplace_back(at + "step", torch::tensor(static_cast<float>(state.step())));
+    tensors.emplace_back(at + "exp_avg", state.exp_avg());
+    tensors.emplace_back(at + "exp_avg_sq", state.exp_avg_sq());
+    if (options.amsgrad()) tensors.emplace_back(at + "max_exp_avg_sq", state.max_exp_avg_sq());
+  }
+  nlohmann::json group_json = {{"lr", options.lr()},
+                               {"betas", {std::get<0>(options.betas()), std::get<1>(options.betas())}},
+                               {"eps", options.eps()},
+                               {"weight_decay", options.weight_decay()},
+                               {"amsgrad", options.amsgrad()},
+                               {"params", params.size()}};
+  metadata[prefix + ".param_groups"] = nlohmann::json::array({group_json}).dump();
 }
 
-template <typename Optimizer>
-std::string serialize(Optimizer& optimizer) {
-  torch::serialize::OutputArchive archive;
-  optimizer.save(archive);
-  std::ostringstream out;
-  archive.save_to(out);
-  return out.str();
+void restore_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, const io::SafetensorsReader& reader) {
+  const std::string& path = reader.path();
+  auto& group = optimizer.param_groups().at(0);
+  auto& options = static_cast<torch::optim::AdamOptions&>(group.options());
+  const auto& params = group.params();
+  const auto meta = reader.metadata().find(prefix + ".param_groups");
+  if (meta == reader.metadata().end()) throw Error(path + ": metadata '" + prefix + ".param_groups' is missing");
+  try {
+    const nlohmann::json g = nlohmann::json::parse(meta->second).at(0);
+    if (g.at("params").get<size_t>() != params.size())
+      throw Error(path + ": " + prefix + " holds state for " + g.at("params").dump() + " parameters, the model has " +
+                  std::to_string(params.size()));
+    options.lr(g.at("lr").get<double>());
+    options.betas({g.at("betas").at(0).get<double>(), g.at("betas").at(1).get<double>()});
+    options.eps(g.at("eps").get<double>());
+    options.weight_decay(g.at("weight_decay").get<double>());
+    options.amsgrad(g.at("amsgrad").get<bool>());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": metadata '" + prefix + ".param_groups' is malformed: " + e.what());
+  }
+  optimizer.state().clear();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string at = prefix + ".state." + std::to_string(i) + ".";
+    if (!reader.contains(at + "step")) continue;
+    auto moment = [&](const std::string& name) {
+      const std::string key = at + name;
+      const torch::Tensor t = reader.tensor(key);
+      if (t.sizes() != params[i].sizes())
+        throw Error(path + ": '" + key + "' has shape " + shape_string(t.sizes()) + ", its parameter " + shape_string(params[i].sizes()));
+      if (!t.is_floating_point()) throw Error(path + ": '" + key + "' is not a floating-point tensor");
+      return t.to(params[i].options());
+    };
+    const torch::Tensor step = reader.tensor(at + "step");
+    if (step.numel() != 1) throw Error(path + ": '" + at + "step' is not a scalar");
+    const double step_value = step.to(torch::kFloat64).item<double>();
+    if (!(step_value >= 0 && step_value < 9.0e15) || step_value != std::floor(step_value))
+      throw Error(path + ": '" + at + "step' is not a step count: " + std::to_string(step_value));
+    auto state = std::make_unique<torch::optim::AdamParamState>();
+    state->step(static_cast<int64_t>(step_value));
+    state->exp_avg(moment("exp_avg"));
+    state->exp_avg_sq(moment("exp_avg_sq"));
+    if (options.amsgrad()) state->max_exp_avg_sq(moment("max_exp_avg_sq"));
+    optimizer.state()[state_key(optimizer.state(), params[i])] = std::move(state);
+  }
+  for (const auto& e : reader.entries())
+    if (e.name.rfind(prefix + ".state.", 0) == 0) {
+      const std::string rest = e.name.substr(prefix.size() + 7);
+      const std::string index = rest.substr(0, rest.find('.'));
+      if (parse_count(index, path + ": '" + e.name + "' index") >= static_cast<int64_t>(params.size()) ||
+          !reader.contains(prefix + ".state." + index + ".step"))
+        throw Error(path + ": '" + e.name + "' belongs to no parameter of the optimizer");
+    }
 }
 
-template <typename Optimizer>
-void deserialize(Optimizer& optimizer, const std::string& bytes) {
-  torch::serialize::InputArchive archive;
-  std::istringstream in(bytes);
-  archive.load_from(in);
-  optimizer.load(archive);
+// A CPU generator's state is a fixed-size byte blob; anything else is refused before LibTorch sees it.
+void restore_generator(at::Generator& generator, const io::SafetensorsReader& reader, const std::string& name) {
+  if (!reader.contains(name)) throw Error(reader.path() + ": tensor '" + name + "' is missing");
+  const torch::Tensor state = reader.tensor(name);
+  const at::Tensor expected = generator.get_state();
+  if (state.scalar_type() != torch::kUInt8 || state.sizes() != expected.sizes())
+    throw Error(reader.path() + ": '" + name + "' is not a random generator state (" + shape_string(state.sizes()) + ")");
+  generator.set_state(state);
 }
 
 io::NamedTensors model_tensors(TrainStep& step) {
@@ -54,15 +141,15 @@ io::NamedTensors model_tensors(TrainStep& step) {
 
 void save_checkpoint(const std::string& path, TrainStep& step, const CheckpointState& state, at::Generator& noise) {
   io::NamedTensors tensors = model_tensors(step);
-  tensors.emplace_back("trainer.optimizer_generator", bytes_tensor(serialize(*step.generator_optimizer)));
-  tensors.emplace_back("trainer.optimizer_discriminator", bytes_tensor(serialize(*step.discriminator_optimizer)));
+  std::map<std::string, std::string> metadata = {{"format", "vavae-train-checkpoint"},
+                                                 {"step", std::to_string(state.step)},
+                                                 {"stage", state.stage},
+                                                 {"config", state.config_json}};
+  add_adam_state(*step.generator_optimizer, kGeneratorOptimizer, tensors, metadata);
+  add_adam_state(*step.discriminator_optimizer, kDiscriminatorOptimizer, tensors, metadata);
   tensors.emplace_back("trainer.rng_noise", noise.get_state());
   tensors.emplace_back("trainer.rng_global", at::detail::getDefaultCPUGenerator().get_state());
-  io::write_safetensors(path, tensors,
-                        {{"format", "vavae-train-checkpoint"},
-                         {"step", std::to_string(state.step)},
-                         {"stage", state.stage},
-                         {"config", state.config_json}});
+  io::write_safetensors(path, tensors, metadata);
 }
 
 CheckpointState load_checkpoint(const std::string& path, TrainStep& step, at::Generator& noise) {
@@ -78,13 +165,13 @@ CheckpointState load_checkpoint(const std::string& path, TrainStep& step, at::Ge
       throw Error(path + ": tensor '" + name + "' has a different shape than the configured model");
     target.copy_(source);
   }
-  deserialize(*step.generator_optimizer, tensor_bytes(reader.tensor("trainer.optimizer_generator")));
-  deserialize(*step.discriminator_optimizer, tensor_bytes(reader.tensor("trainer.optimizer_discriminator")));
-  noise.set_state(reader.tensor("trainer.rng_noise"));
+  restore_adam_state(*step.generator_optimizer, kGeneratorOptimizer, reader);
+  restore_adam_state(*step.discriminator_optimizer, kDiscriminatorOptimizer, reader);
+  restore_generator(noise, reader, "trainer.rng_noise");
   at::Generator global = at::detail::getDefaultCPUGenerator();
-  global.set_state(reader.tensor("trainer.rng_global"));
+  restore_generator(global, reader, "trainer.rng_global");
   CheckpointState state;
-  state.step = std::stoll(meta.at("step"));
+  state.step = parse_count(meta.at("step"), path + ": metadata 'step'");
   state.stage = meta.count("stage") ? meta.at("stage") : "";
   state.config_json = meta.count("config") ? meta.at("config") : "";
   return state;

@@ -1,6 +1,21 @@
 #include "vavae/train/train_step.h"
 
+#include <cmath>
+
 namespace vavae::train {
+namespace {
+
+// Every logged value and every gradient is finite (one float64 reduction, one device sync).
+bool all_finite(const loss::LogValues& log, const std::vector<torch::Tensor>& parameters) {
+  for (const auto& [name, value] : log)
+    if (!std::isfinite(value)) return false;
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : parameters)
+    if (p.grad().defined()) sums.push_back(p.grad().sum(torch::kFloat64));
+  return sums.empty() || torch::stack(sums).sum().isfinite().item<bool>();
+}
+
+}  // namespace
 
 TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, torch::nn::Conv2d proj, FeatureExtractor feats,
                      const OptimizerConfig& o)
@@ -38,7 +53,6 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
   for (const auto& p : autoencoder->post_quant_conv->parameters()) in.decoder_parameters.push_back(p);
   log.generator = objective->generator_backward(in, generator_step).log;
   if (after_backward) after_backward(generator_parameters);
-  generator_optimizer->step();
   for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(true);
 
   // Discriminator, on the detached reconstructions of the same forward pass. Before disc_start
@@ -56,6 +70,13 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     d.loss.backward();
   }
   if (after_backward) after_backward(disc_parameters);
+  if (!all_finite(log.generator, generator_parameters) || !all_finite(log.discriminator, disc_parameters)) {
+    log.skipped = true;
+    for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
+    for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();
+    return log;
+  }
+  generator_optimizer->step();
   discriminator_optimizer->step();
   return log;
 }

@@ -10,7 +10,9 @@
 // One VA-VAE training iteration, as upstream's manual-optimisation training_step: the generator
 // step (autoencoder + projection, objective with both adaptive weights, Adam) and then the
 // discriminator step on the same reconstructions (Adam). The gradients of both steps are ready
-// at one point each (`after_backward`), where data-parallel training reduces them.
+// at one point each (`after_backward`), where data-parallel training reduces them. Both optimizers
+// step only once both gradients are known to be finite (the discriminator's inputs are detached
+// reconstructions, so the order changes no number).
 namespace vavae::train {
 
 // Frozen foundation features for a batch of images in [-1, 1]: [B, D, h', w'].
@@ -23,6 +25,8 @@ struct OptimizerConfig {
 
 struct IterationLog {
   loss::LogValues generator, discriminator;
+  // A loss or gradient was NaN/Inf: neither optimizer stepped, parameters and moments are as before.
+  bool skipped = false;
 };
 
 class TrainStep {

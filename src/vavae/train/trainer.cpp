@@ -230,6 +230,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   RunSummary summary;
   loader.start(start / per_epoch, start % per_epoch);
   std::string current_stage;
+  int64_t nonfinite_in_a_row = 0;
   for (int64_t s = start; s < total; ++s) {
     const Stage& stage = stage_at(stages, s);
     if (stage.config.name != current_stage) {
@@ -240,16 +241,38 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       std::cout << "stage '" << current_stage << "' from step " << s << ": vf_weight " << oc2.vf_weight << ", margins "
                 << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start " << oc2.disc_start << std::endl;
     }
-    const data::Batch batch = loader.next();
+    data::Batch batch = loader.next();
+    if (o.before_step) o.before_step(s, batch.images);
     // Upstream's global_step advances once per optimizer step: 2 per batch.
     const IterationLog log = step.run(batch.images.to(device), 2 * s, 2 * s + 1, noise);
     const int64_t done = s + 1;
-    if (done % c.trainer.log_every == 0 || done == total) {
+    if (log.skipped) {
+      ++summary.skipped_steps;
+      ++nonfinite_in_a_row;
+      std::cout << "step " << done << ": non-finite loss or gradient, update skipped (" << nonfinite_in_a_row << " in a row, "
+                << summary.skipped_steps << " in all)" << std::endl;
+      append_line(metrics_path, {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"train/skipped", true},
+                                 {"skipped_steps", summary.skipped_steps}});
+      if (nonfinite_in_a_row >= c.trainer.max_nonfinite_steps) {
+        std::string last_good;
+        try {
+          last_good = "; the last good checkpoint is " + find_checkpoint(checkpoints);
+        } catch (const Error&) {
+          last_good = "; no checkpoint was written before";
+        }
+        throw Error(std::to_string(nonfinite_in_a_row) + " steps in a row (to step " + std::to_string(done) +
+                    ") had non-finite losses or gradients: stopping (trainer.max_nonfinite_steps)" + last_good);
+      }
+    } else {
+      nonfinite_in_a_row = 0;
+    }
+    if (!log.skipped && (done % c.trainer.log_every == 0 || done == total)) {
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
                              {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};
       for (const auto& [k, v] : log.generator) line["train/" + k] = v;
       for (const auto& [k, v] : log.discriminator) line["train/" + k] = v;
       line["skipped_images"] = loader.skipped();
+      line["skipped_steps"] = summary.skipped_steps;
       append_line(metrics_path, line);
       std::string values = "stage " + current_stage + " | nll " + fmt(log.generator.at("nll_loss"));
       if (log.generator.count("vf_loss")) values += " | vf " + fmt(log.generator.at("vf_loss")) + " (w " + fmt(log.generator.at("vf_weight"), 3) + ")";

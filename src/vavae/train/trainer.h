@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 #include <string>
 
 #include "vavae/config/train_config.h"
@@ -13,6 +14,8 @@ struct RunOptions {
   std::string output;        // the run folder
   std::string resume;        // a run folder or checkpoint to continue ("" = start fresh)
   int64_t max_steps = 0;     // caps the run's length whatever the config says (0 = no cap)
+  // Sees (and may change) each batch before the step, given the step index: fault injection in tests.
+  std::function<void(int64_t step, torch::Tensor& images)> before_step;
 };
 
 struct EvalResult {
@@ -29,6 +32,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
 
 struct RunSummary {
   int64_t steps = 0;
+  int64_t skipped_steps = 0;  // steps whose loss or gradients were not finite (no update)
   bool interrupted = false;
   EvalResult final_eval;
 };

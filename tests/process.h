@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@ struct ProcessResult {
   int code = -1;         // exit code when exited
   int signal = 0;        // the signal that ended it otherwise
   bool timed_out = false;
+  bool killed_by_condition = false;  // ProcessOptions::kill_when fired
   long max_rss_kib = 0;
   std::string out, err;
 };
@@ -30,7 +32,15 @@ struct ProcessOptions {
   rlim_t file_size_limit = RLIM_INFINITY;
   // Sends SIGKILL after this many seconds (0 = never): a crash at an arbitrary moment.
   double kill_after_s = 0;
+  // Polled about every millisecond; SIGKILL as soon as it returns true.
+  std::function<bool()> kill_when = nullptr;
 };
+
+inline ProcessOptions timeout(double seconds) {
+  ProcessOptions o;
+  o.timeout_s = seconds;
+  return o;
+}
 
 inline ProcessResult run_vavae(const std::vector<std::string>& args, const ProcessOptions& options = {}) {
   static int calls = 0;
@@ -59,12 +69,15 @@ inline ProcessResult run_vavae(const std::vector<std::string>& args, const Proce
     const pid_t done = wait4(child, &status, WNOHANG, &usage);
     if (done == child) break;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (!killed && ((options.kill_after_s > 0 && elapsed >= options.kill_after_s) || elapsed >= options.timeout_s)) {
-      r.timed_out = elapsed >= options.timeout_s;
+    const bool condition = !killed && options.kill_when && options.kill_when();
+    if (!killed && (condition || (options.kill_after_s > 0 && elapsed >= options.kill_after_s) || elapsed >= options.timeout_s)) {
+      r.timed_out = !condition && elapsed >= options.timeout_s;
+      r.killed_by_condition = condition;
       kill(child, SIGKILL);
       killed = true;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (options.kill_when) std::this_thread::yield();  // a checkpoint write lasts about a millisecond
+    else std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   r.exited = WIFEXITED(status);
   r.code = r.exited ? WEXITSTATUS(status) : -1;

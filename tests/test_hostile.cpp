@@ -106,7 +106,7 @@ TEST(Hostile, InspectAndExportEndCleanlyAndExportOnlyBytesFromTheFile) {
   const std::string dir = scratch_dir("hostile_export");
   for (const auto& name : weight_files()) {
     SCOPED_TRACE(name);
-    const ProcessResult inspect = run_vavae({"inspect", hostile(name)}, {60});
+    const ProcessResult inspect = run_vavae({"inspect", hostile(name)}, timeout(60));
     ASSERT_TRUE(inspect.exited) << "signal " << inspect.signal << (inspect.timed_out ? " (timed out)" : "");
     EXPECT_EQ(inspect.code, kExpected.at(name).empty() ? 0 : 1) << inspect.err;
     EXPECT_EQ(inspect.out.find('\x1b'), std::string::npos) << "an escape sequence reached the terminal";
@@ -115,7 +115,7 @@ TEST(Hostile, InspectAndExportEndCleanlyAndExportOnlyBytesFromTheFile) {
     EXPECT_LT(inspect.max_rss_kib, 1536 * 1024) << "peak memory";
 
     const std::string out = dir + "/" + name + ".safetensors";
-    const ProcessResult exported = run_vavae({"export", hostile(name), out}, {60});
+    const ProcessResult exported = run_vavae({"export", hostile(name), out}, timeout(60));
     ASSERT_TRUE(exported.exited) << "signal " << exported.signal;
     EXPECT_TRUE(exported.code == 0 || exported.code == 1) << exported.err;
     if (exported.code != 0) continue;
@@ -181,7 +181,7 @@ TEST(Hostile, ConfigsCannotExplodeOrNestWithoutBound) {
             std::string::npos);
   EXPECT_NE(error_of([] { config::load_config_file(hostile("deep.yaml")); }), "");
   EXPECT_NE(error_of([] { config::load_config_file(hostile("deep.json")); }).find("nests deeper than 64 levels"), std::string::npos);
-  const ProcessResult r = run_vavae({"train", "--config", hostile("billion_laughs.yaml"), "--output", scratch_dir("laughs")}, {60});
+  const ProcessResult r = run_vavae({"train", "--config", hostile("billion_laughs.yaml"), "--output", scratch_dir("laughs")}, timeout(60));
   EXPECT_TRUE(r.exited && r.code == 1) << r.err;
   EXPECT_LT(r.max_rss_kib, 1024 * 1024);
 }

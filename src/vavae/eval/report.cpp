@@ -122,6 +122,7 @@ std::string write_report(const std::string& run_dir) {
     } catch (const nlohmann::json::exception&) {
       throw Error(metrics_path + ": line " + std::to_string(number_of_line) + " is not JSON");
     }
+    if (!j.is_object()) throw Error(metrics_path + ": line " + std::to_string(number_of_line) + " is not a JSON object");
     const double step = j.value("step", 0.0);
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.value().is_number() && it.key() != "step") values[it.key()].emplace_back(step, it.value().get<double>());

@@ -197,6 +197,12 @@ std::string find_checkpoint(const std::string& path) {
   throw Error(path + ": no checkpoint (step_*.safetensors) found to resume from");
 }
 
+void remove_stale_temporaries(const std::string& folder) {
+  if (!fs::is_directory(folder)) return;
+  for (const auto& e : fs::directory_iterator(folder))
+    if (e.is_regular_file() && e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path());
+}
+
 void prune_checkpoints(const std::string& folder, int64_t keep) {
   const auto files = checkpoints_in(folder);
   for (size_t i = 0; i + static_cast<size_t>(keep) < files.size(); ++i) fs::remove(files[i]);

@@ -25,6 +25,9 @@ CheckpointState load_checkpoint(const std::string& path, TrainStep& step, at::Ge
 // The checkpoint with the highest step in a folder (or the file itself); Error when none.
 std::string find_checkpoint(const std::string& path);
 
+// Deletes the temporary files (NAME.tmp.PID) that a write killed mid-way left in a folder.
+void remove_stale_temporaries(const std::string& folder);
+
 // Deletes all but the newest `keep` step_*.safetensors in a folder.
 void prune_checkpoints(const std::string& folder, int64_t keep);
 

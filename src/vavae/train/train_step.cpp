@@ -33,6 +33,10 @@ TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, torch::nn::
 IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
                             c10::optional<torch::Generator> noise) {
   IterationLog log;
+  // The discriminator's BatchNorm statistics move in every forward pass (generator and
+  // discriminator branch alike); kept to be restored if the step is skipped. A few small tensors.
+  std::vector<torch::Tensor> buffers_before;
+  for (const auto& b : objective->discriminator->buffers()) buffers_before.push_back(b.detach().clone());
   // Generator: the discriminator is frozen for this step (Lightning's toggle_optimizer).
   for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(false);
   for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
@@ -74,6 +78,9 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     log.skipped = true;
     for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
     for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();
+    torch::NoGradGuard no_grad;
+    const auto buffers = objective->discriminator->buffers();
+    for (size_t i = 0; i < buffers_before.size(); ++i) buffers[i].copy_(buffers_before[i]);
     return log;
   }
   generator_optimizer->step();

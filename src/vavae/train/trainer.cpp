@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -85,7 +87,11 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
   if (!in) return;
   std::string kept, line;
   while (std::getline(in, line))
-    if (!line.empty() && nlohmann::json::parse(line, nullptr, false).value("step", int64_t{0}) <= last_step) kept += line + "\n";
+    if (!line.empty()) {
+      // A line cut short by a crash parses to nothing and is dropped with everything after the checkpoint.
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("step", int64_t{0}) <= last_step) kept += line + "\n";
+    }
   in.close();
   io::write_file_atomically(path, [&](std::ostream& out) { out << kept; });
 }
@@ -93,6 +99,8 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
 void append_line(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path, std::ios::app);
   out << j.dump() << "\n";
+  out.close();
+  if (!out) throw Error(path + ": cannot append the metrics line: " + std::strerror(errno));
 }
 
 std::string fmt(double v, int precision = 4) {
@@ -191,6 +199,8 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   at::Generator noise = at::detail::createCPUGenerator(c.trainer.seed + 1);
   int64_t start = 0;
   if (!o.resume.empty()) {
+    remove_stale_temporaries(checkpoints);
+    remove_stale_temporaries(o.output);
     const std::string ckpt = find_checkpoint(o.resume);
     start = load_checkpoint(ckpt, step, noise).step;
     truncate_metrics(metrics_path, start);
@@ -280,7 +290,8 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       progress.report(done - start, (done - start) * c.batch_size, values);
     }
     if (done % c.trainer.val_every == 0 && done != total) validate(done, current_stage, false);
-    if (done % c.trainer.checkpoint_every == 0 || done == total || stop_requested) save(done, current_stage);
+    // A step that changed nothing writes no checkpoint, so the last one written stays the last good one.
+    if ((!log.skipped && (done % c.trainer.checkpoint_every == 0 || done == total)) || stop_requested) save(done, current_stage);
     summary.steps = done;
     if (stop_requested) {
       std::cout << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;

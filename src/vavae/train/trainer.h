@@ -11,6 +11,8 @@
 namespace vavae::train {
 
 struct RunOptions {
+  RunOptions(std::string output_dir = "", std::string resume_from = "", int64_t step_cap = 0)
+      : output(std::move(output_dir)), resume(std::move(resume_from)), max_steps(step_cap) {}
   std::string output;        // the run folder
   std::string resume;        // a run folder or checkpoint to continue ("" = start fresh)
   int64_t max_steps = 0;     // caps the run's length whatever the config says (0 = no cap)

@@ -1,0 +1,332 @@
+// Training survives what long runs meet: NaN batches, SIGKILL at any moment (also mid-write), a
+// full disk, damaged and exotic images, and checkpoints in a format it no longer executes.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "fixtures.h"
+#include "process.h"
+#include "vavae/common/error.h"
+#include "vavae/config/config_file.h"
+#include "vavae/config/train_config.h"
+#include "vavae/io/image.h"
+#include "vavae/train/checkpoint.h"
+#include "vavae/train/train_step.h"
+#include "vavae/train/trainer.h"
+
+namespace vavae::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string hostile(const std::string& name) { return std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/" + name; }
+
+// 32 smooth 16x16 images in two class folders.
+std::string make_images(const std::string& name) {
+  const std::string dir = scratch_dir(name);
+  torch::manual_seed(5);
+  for (int i = 0; i < 32; ++i) {
+    const std::string cls = dir + (i % 2 ? "/a" : "/b");
+    fs::create_directories(cls);
+    io::Image img;
+    img.height = img.width = 16;
+    const torch::Tensor ramp = torch::linspace(0, 1, 16).view({16, 1, 1}) * torch::linspace(0.5, 1, 16).view({1, 16, 1});
+    const torch::Tensor t = (ramp * torch::rand({1, 1, 3}) * 200 + 20).to(torch::kUInt8).contiguous();
+    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
+    io::write_png(cls + "/" + std::to_string(i) + ".png", img);
+  }
+  return dir;
+}
+
+std::string config_text(const std::string& images, int64_t steps, const std::string& trainer_extra = "") {
+  return R"(model:
+  base_learning_rate: 1.0e-03
+  params:
+    embed_dim: 4
+    lossconfig:
+      params: {disc_start: 6, kl_weight: 1.0e-06, disc_weight: 0.5, perceptual_weight: 0.0, disc_num_layers: 2}
+    ddconfig: {double_z: true, z_channels: 4, resolution: 16, in_channels: 3, out_ch: 3, ch: 32, ch_mult: [1, 2],
+               num_res_blocks: 1, attn_resolutions: [], dropout: 0.0}
+data:
+  params:
+    batch_size: 4
+    num_workers: 1
+    train: {source: ")" + images + R"(", resolution: 16}
+    validation: {source: ")" + images + R"(", resolution: 16, limit: 4}
+trainer: {log_every: 1, val_every: 1000, checkpoint_every: 1, keep_checkpoints: 2, val_images: 4, seed: 3, threads: 1)" +
+         trainer_extra + R"(}
+stages:
+  - {name: only, steps: )" + std::to_string(steps) + "}\n";
+}
+
+config::TrainConfig parse(const std::string& yaml) {
+  return config::train_config_from_json(config::load_config_text(yaml), "test.yaml");
+}
+
+std::vector<nlohmann::json> metric_lines(const std::string& run, const std::string& split) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("split", "") == split) out.push_back(j);
+  }
+  return out;
+}
+
+// Parameters and both optimizers' moments, copied.
+std::vector<torch::Tensor> snapshot(train::TrainStep& step) {
+  std::vector<torch::Tensor> out;
+  for (const auto& b : step.objective->discriminator->buffers()) out.push_back(b.clone());  // BatchNorm statistics
+  for (auto* optimizer : {step.generator_optimizer.get(), step.discriminator_optimizer.get()})
+    for (const auto& p : optimizer->param_groups()[0].params()) {
+      out.push_back(p.detach().clone());
+      for (const auto& [key, state] : optimizer->state()) {
+        (void)key;
+        const auto& adam = static_cast<const torch::optim::AdamParamState&>(*state);
+        out.push_back(adam.exp_avg().clone());
+        out.push_back(torch::tensor(static_cast<double>(adam.step())));
+      }
+    }
+  return out;
+}
+
+TEST(Robustness, ANonFiniteBatchLeavesModelAndBothOptimizersUntouched) {
+  const auto c = parse(config_text("unused", 1));
+  torch::manual_seed(1);
+  loss::ObjectiveConfig oc = c.objective;
+  oc.disc_start = 0;  // both branches active
+  train::TrainStep step(nn::AutoencoderKL(c.autoencoder), loss::VAVAEObjective(oc), nullptr, nullptr, {});
+  step.autoencoder->train();
+  step.objective->train();
+  const torch::Tensor images = torch::rand({2, 3, 16, 16}) * 2 - 1;
+  EXPECT_FALSE(step.run(images, 0, 1).skipped);
+  const auto before = snapshot(step);
+  torch::Tensor poisoned = images.clone();
+  poisoned[1][0][3][3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(step.run(poisoned, 2, 3).skipped);
+  poisoned[1][0][3][3] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(step.run(poisoned, 4, 5).skipped);
+  const auto after = snapshot(step);
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i])) << "tensor " << i;
+  EXPECT_FALSE(step.run(images, 6, 7).skipped);  // and training goes on
+}
+
+TEST(Robustness, NanBatchesAreCountedAndTooManyInARowStopAtTheLastGoodCheckpoint) {
+  const std::string images = make_images("nan_images");
+  const std::string run = scratch_dir("nan_run");
+  const auto c = parse(config_text(images, 12, ", max_nonfinite_steps: 3"));
+  train::RunOptions o{run, "", 0};
+  o.before_step = [](int64_t s, torch::Tensor& batch) {
+    if (s == 2 || s >= 6) batch.fill_(std::numeric_limits<float>::quiet_NaN());
+  };
+  std::string message;
+  try {
+    train::run_training(c, o);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("3 steps in a row (to step 9)"), std::string::npos) << message;
+  EXPECT_NE(message.find("step_00000006.safetensors"), std::string::npos) << "names the last good checkpoint: " << message;
+  const auto lines = metric_lines(run, "train");
+  int64_t skipped = 0;
+  for (const auto& l : lines) skipped += l.value("train/skipped", false);
+  EXPECT_EQ(skipped, 4);  // step 3, then 7, 8, 9
+  EXPECT_EQ(lines.back().at("skipped_steps"), 4);
+  // The checkpoint the message names holds finite weights and resumes.
+  io::SafetensorsReader last(train::find_checkpoint(run));
+  for (const auto& e : last.entries())
+    if (e.dtype == "F32") {
+      EXPECT_TRUE(last.tensor(e.name).isfinite().all().item<bool>()) << e.name;
+    }
+}
+
+// SIGKILL at random moments and right when a checkpoint file is being written; every restart
+// resumes from a complete checkpoint and the run ends at its step count with one log line a step.
+TEST(Robustness, SurvivesSigkillAtRandomMomentsAndMidWrite) {
+  const std::string images = make_images("kill_images");
+  const std::string dir = scratch_dir("kill");
+  std::ofstream(dir + "/config.yaml") << config_text(images, 100000);  // ended by the kills, then capped
+  const std::string run = dir + "/run";
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<double> when(0.3, 2.5);
+  int killed = 0, killed_mid_write = 0, resumed = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    std::vector<std::string> args{"train", "--config", dir + "/config.yaml", "--output", run};
+    const bool has_checkpoint = fs::exists(run + "/checkpoints") && !fs::is_empty(run + "/checkpoints");
+    if (has_checkpoint) args.insert(args.end(), {"--resume", run});
+    ProcessOptions o;
+    o.timeout_s = 120;
+    o.kill_after_s = when(rng);
+    if (trial % 2 == 1) {
+      // Kill the moment a temporary checkpoint file appears: a write in progress.
+      o.kill_when = [&] {
+        std::error_code ec;
+        for (const std::string& folder : {run + "/checkpoints", run})
+          for (const auto& e : fs::directory_iterator(folder, ec))
+            if (e.path().filename().string().find(".tmp.") != std::string::npos) return true;
+        return false;
+      };
+      o.kill_after_s = 0;
+    }
+    const ProcessResult r = run_vavae(args, o);
+    ASSERT_FALSE(r.exited) << "trial " << trial << " ended by itself: " << r.err;
+    ASSERT_EQ(r.signal, SIGKILL) << r.err;
+    ASSERT_FALSE(r.timed_out);
+    ++killed;
+    killed_mid_write += r.killed_by_condition;
+    resumed += r.out.find("resumed from") != std::string::npos;
+    // Whatever the moment, the newest checkpoint is complete.
+    if (fs::exists(run + "/checkpoints") && !fs::is_empty(run + "/checkpoints")) {
+      bool complete = false;
+      try {
+        io::SafetensorsReader(train::find_checkpoint(run));
+        complete = true;
+      } catch (const Error& e) {
+        ADD_FAILURE() << "trial " << trial << ": " << e.what();
+      }
+      EXPECT_TRUE(complete);
+    }
+  }
+  EXPECT_GE(killed, 20);
+  EXPECT_GE(killed_mid_write, 5) << "kills that hit a checkpoint write";
+  EXPECT_GE(resumed, 10);
+  // The run then ends a few steps past its newest checkpoint, each step logged exactly once.
+  io::SafetensorsReader newest(train::find_checkpoint(run));
+  const int64_t steps = std::stoll(newest.metadata().at("step")) + 3;
+  const ProcessResult finish = run_vavae(
+      {"train", "--config", dir + "/config.yaml", "--output", run, "--resume", run, "--max-steps", std::to_string(steps)});
+  ASSERT_TRUE(finish.exited && finish.code == 0) << finish.err;
+  EXPECT_NE(finish.out.find("resumed from"), std::string::npos);
+  const auto lines = metric_lines(run, "train");
+  ASSERT_EQ(lines.size(), static_cast<size_t>(steps));
+  for (int64_t i = 0; i < steps; ++i) EXPECT_EQ(lines[i].at("step"), i + 1);
+  for (const auto& e : fs::directory_iterator(run + "/checkpoints"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "stale " << e.path();
+}
+
+TEST(Robustness, AFullDiskDuringACheckpointKeepsThePreviousOneAndStopsClearly) {
+  const std::string images = make_images("disk_images");
+  const std::string dir = scratch_dir("disk");
+  std::ofstream(dir + "/first.yaml") << config_text(images, 2);
+  std::ofstream(dir + "/second.yaml") << config_text(images, 4);
+  const std::string run = dir + "/run";
+  ASSERT_EQ(run_vavae({"train", "--config", dir + "/first.yaml", "--output", run}).code, 0);
+  const std::string previous = train::find_checkpoint(run);
+  const auto previous_bytes = fs::file_size(previous);
+  ProcessOptions o;
+  o.file_size_limit = previous_bytes / 2;  // metrics and config fit, a checkpoint does not
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/second.yaml", "--output", run, "--resume", run}, o);
+  ASSERT_TRUE(r.exited) << "signal " << r.signal;
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("step_00000003.safetensors: write failed: File too large (the previous file, if any, is unchanged)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(train::find_checkpoint(run), previous);
+  EXPECT_EQ(fs::file_size(previous), previous_bytes);
+  io::SafetensorsReader still_loads(previous);
+  for (const auto& e : fs::directory_iterator(run + "/checkpoints"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "left behind " << e.path();
+}
+
+TEST(Robustness, TrainsOnAFolderOfDamagedAndExoticImages) {
+  const std::string images = make_images("mixed_images");
+  // Undecodable ones are skipped and counted; the rest (gray, alpha, 16-bit, palette, CMYK) train.
+  const std::vector<std::string> bad = {"bomb.png", "gif_named.png", "psd_named.png", "truncated.png", "zero_bytes.png", "text.jpg"};
+  const std::vector<std::string> good = {"gray.png", "gray_alpha.png", "gray16.png", "rgb16.png", "rgba.png", "palette.png",
+                                         "cmyk.jpg", "gray.jpg"};
+  for (const auto& f : bad) fs::copy_file(hostile("images/" + f), images + "/a/bad_" + f);
+  for (const auto& f : good) fs::copy_file(hostile("images/" + f), images + "/b/exotic_" + f);
+  std::ofstream(images + "/a/notes.txt") << "not an image";
+  const std::string dir = scratch_dir("mixed_run");
+  std::ofstream(dir + "/c.yaml") << config_text(images, 24);  // 46 images, 4 a batch: two epochs and more
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const auto& f : bad) EXPECT_NE((r.out + r.err).find("skipping unreadable image: " + images + "/a/bad_" + f), std::string::npos) << f;
+  for (const auto& f : good) EXPECT_EQ((r.out + r.err).find("exotic_" + f), std::string::npos) << f << " was skipped";
+  EXPECT_GE(metric_lines(dir + "/run", "train").back().at("skipped_images").get<int64_t>(), static_cast<int64_t>(bad.size()));
+  EXPECT_EQ(metric_lines(dir + "/run", "train").size(), 24u);
+}
+
+TEST(Robustness, ImpossibleConfigsAndWrongWeightsNameTheCulprit) {
+  auto error_of = [](const std::string& yaml) {
+    try {
+      parse(yaml);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string base = config_text("unused", 4);
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = base;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  EXPECT_NE(error_of(with("resolution: 16}", "resolution: 17}")).find("train.resolution 17 is not divisible by the downsampling factor 2"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("ch: 32,", "ch: 48,")).find("not divisible by GroupNorm's 32 groups"), std::string::npos);
+  EXPECT_NE(error_of(with("batch_size: 4", "batch_size: 0")).find("batch_size must be positive"), std::string::npos);
+  // Weights of the wrong shape: resuming a run with another width names the tensor.
+  const std::string images = make_images("shape_images");
+  const std::string dir = scratch_dir("wrong_shape");
+  std::ofstream(dir + "/a.yaml") << config_text(images, 1);
+  std::ofstream(dir + "/b.yaml") << with("ch: 32,", "ch: 64,");
+  ASSERT_EQ(run_vavae({"train", "--config", dir + "/a.yaml", "--output", dir + "/run"}).code, 0);
+  std::string b = file_text(dir + "/b.yaml");
+  b.replace(b.find("source: \"unused\""), 16, "source: \"" + images + "\"");
+  b.replace(b.find("source: \"unused\""), 16, "source: \"" + images + "\"");
+  std::ofstream(dir + "/b.yaml") << b;
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/b.yaml", "--output", dir + "/run", "--resume", dir + "/run"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("tensor 'encoder.conv_in.weight' has a different shape"), std::string::npos) << r.err;
+}
+
+TEST(Robustness, AnOldCheckpointWithSerialisedOptimizersIsRefusedNotExecuted) {
+  const std::string images = make_images("old_images");
+  const std::string dir = scratch_dir("old_format");
+  std::ofstream(dir + "/c.yaml") << config_text(images, 2);
+  ASSERT_EQ(run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run"}).code, 0);
+  // Rewrite the newest checkpoint as the old format stored it: optimizers as LibTorch archives
+  // (a zip that LibTorch would load with its TorchScript reader), no plain state tensors.
+  const std::string path = train::find_checkpoint(dir + "/run");
+  io::SafetensorsReader reader(path);
+  io::NamedTensors tensors;
+  for (const auto& e : reader.entries())
+    if (e.name.rfind("optimizer.", 0) != 0) tensors.emplace_back(e.name, reader.tensor(e.name));
+  const std::string archive = file_text(std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/os_system.pt");
+  torch::Tensor blob = torch::empty({static_cast<int64_t>(archive.size())}, torch::kUInt8);
+  std::memcpy(blob.data_ptr(), archive.data(), archive.size());
+  tensors.emplace_back("trainer.optimizer_generator", blob);
+  std::map<std::string, std::string> meta;
+  for (const auto& [k, v] : reader.metadata())
+    if (k.rfind("optimizer.", 0) != 0) meta[k] = v;
+  io::write_safetensors(path, tensors, meta);
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run", "--resume", dir + "/run"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("metadata 'optimizer.generator.param_groups' is missing"), std::string::npos) << r.err;
+}
+
+TEST(Robustness, CheckpointsHoldAdamStateLikePytorchsStateDict) {
+  const std::string images = make_images("adam_images");
+  const std::string run = scratch_dir("adam_run");
+  const auto c = parse(config_text(images, 3));
+  train::run_training(c, {run, "", 0});
+  io::SafetensorsReader ckpt(train::find_checkpoint(run));
+  EXPECT_EQ(ckpt.tensor("optimizer.generator.state.0.step").item<float>(), 3.0f);
+  EXPECT_EQ(ckpt.tensor("optimizer.generator.state.0.exp_avg").sizes(), ckpt.tensor("encoder.conv_in.weight").sizes());
+  EXPECT_TRUE(ckpt.contains("optimizer.discriminator.state.0.exp_avg_sq"));
+  const auto groups = nlohmann::json::parse(ckpt.metadata().at("optimizer.generator.param_groups"));
+  EXPECT_DOUBLE_EQ(groups.at(0).at("lr").get<double>(), c.learning_rate);
+  EXPECT_EQ(groups.at(0).at("betas"), nlohmann::json::array({0.5, 0.9}));
+}
+
+}  // namespace
+}  // namespace vavae::test

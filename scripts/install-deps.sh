@@ -5,7 +5,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-openmp
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libstb-dev zlib1g-dev
+  libstb-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
   libgtest-dev
   dataset-fashion-mnist
   chromium

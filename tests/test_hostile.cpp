@@ -210,6 +210,25 @@ TEST(Hostile, IdxHeadersAreCheckedAndGzipBombsStopEarly) {
   EXPECT_NE(message.find("longer than its header"), std::string::npos) << message;
 }
 
+// Inputs the fuzzers once crashed on (scripts/fuzz.sh), named after their harness: each now ends
+// in an Error or loads.
+TEST(Hostile, FuzzRegressionInputs) {
+  size_t replayed = 0;
+  for (const auto& e : fs::directory_iterator(hostile("fuzz"))) {
+    const std::string path = e.path().string(), name = e.path().filename().string();
+    const std::string harness = name.substr(0, name.find('-'));
+    SCOPED_TRACE(name);
+    if (harness == "image") error_of([&] { io::read_image(path); });
+    else if (harness == "config") error_of([&] { config::train_config_from_json(config::load_config_text(file_bytes(path)), name); });
+    else if (harness == "safetensors") error_of([&] { io::SafetensorsReader r(path); for (const auto& x : r.entries()) r.tensor(x.name); });
+    else if (harness == "torch_checkpoint") error_of([&] { io::read_weights(path); });
+    else if (harness == "pickle") error_of([&] { io::read_weights(path); });
+    else ADD_FAILURE() << "no harness for " << name;
+    ++replayed;
+  }
+  EXPECT_GT(replayed, 0u);
+}
+
 TEST(Hostile, NoUserFileReachesALoaderThatCanRunCode) {
   // torch::load / torch::jit::load / InputArchive run TorchScript; PyTorchStreamReader inflates
   // before checking sizes. None of them may appear in the sources.

@@ -8,6 +8,7 @@
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
+#include "vavae/common/json.h"
 #include "vavae/common/runtime.h"
 #include "vavae/eval/metrics.h"
 #include "vavae/io/files.h"
@@ -91,7 +92,7 @@ void run_encode(const ModelOptions& model_opts, ImageInput in, const RuntimeOpti
   at::Generator generator = at::detail::createCPUGenerator(seed);
   const Posteriors p = encode_all(model, files, in, device, mode, generator, nullptr);
   io::write_safetensors(output, {{"mean", p.mean}, {"logvar", p.logvar}, {"z", p.z}},
-                        {{"files", file_list(files).dump()},
+                        {{"files", json_text(file_list(files))},
                          {"resolution", std::to_string(in.resolution)},
                          {"z", mode ? "mode" : "sample"},
                          {"seed", std::to_string(seed)}});

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "vavae/common/error.h"
+#include "vavae/common/json.h"
+#include "vavae/common/runtime.h"
 #include "vavae/io/files.h"
 
 namespace vavae::config {
@@ -155,7 +157,7 @@ template <typename T>
 T get_or(const nlohmann::json& section, const std::string& key, const T& fallback, const std::string& where) {
   if (!section.contains(key) || section[key].is_null()) return fallback;
   const auto& v = section[key];
-  if (!has_type<T>(v)) throw Error(where + "." + key + " must be " + type_name<T>() + ", got " + v.dump());
+  if (!has_type<T>(v)) throw Error(where + "." + key + " must be " + type_name<T>() + ", got " + printable(json_text(v), 80));
   return v.get<T>();
 }
 

@@ -170,7 +170,7 @@ std::shared_ptr<Dataset> image_folder(const std::string& root) {
   }
   if (ec) throw Error(root + ": cannot list the folder: " + ec.message());
   std::sort(files.begin(), files.end());
-  if (files.empty()) throw Error(root + ": holds no PNG/JPEG/BMP images");
+  if (files.empty()) throw Error(root + ": holds no PNG/JPEG images");
   std::map<std::string, int64_t> classes;
   std::vector<int64_t> labels;
   for (const auto& f : files) {

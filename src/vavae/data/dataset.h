@@ -23,7 +23,7 @@ class Dataset {
 // labels beside them. Grayscale is replicated to RGB.
 std::shared_ptr<Dataset> idx_dataset(const std::string& folder, const std::string& split);
 
-// Images below `root`, recursively (png, jpg, jpeg, bmp); the first sub-folder is the class.
+// Images below `root`, recursively (png, jpg, jpeg); the first sub-folder is the class.
 std::shared_ptr<Dataset> image_folder(const std::string& root);
 
 // One image path per line (relative paths are taken from the list's folder); no labels.

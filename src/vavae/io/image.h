@@ -13,13 +13,13 @@ struct Image {
   std::vector<uint8_t> rgb;
 };
 
-Image read_image(const std::string& path);  // PNG, JPEG, BMP, ...; grayscale/alpha -> RGB
+Image read_image(const std::string& path);  // PNG or JPEG (see image_decode.h) -> 8-bit RGB
 void write_png(const std::string& path, const Image& image);  // atomic
 
-// PNG, JPEG or BMP by extension (case-insensitive): the formats read_image is used for.
+// PNG or JPEG by extension (case-insensitive): the formats read_image is used for.
 bool is_image_file(const std::string& path);
 
-// A file, or the image files (png/jpg/jpeg/bmp) directly inside a folder, sorted by name.
+// A file, or the image files (png/jpg/jpeg) directly inside a folder, sorted by name.
 std::vector<std::string> list_images(const std::string& path);
 
 // Shorter side to `size` the way the ADM/LightningDiT data pipeline does it: halve with a box

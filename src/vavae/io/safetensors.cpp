@@ -193,7 +193,12 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     offset += bytes;
     contiguous.push_back(std::move(c));
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::type_error&) {
+    throw Error(path + ": a tensor name or metadata value is not valid UTF-8");
+  }
   text.append((8 - text.size() % 8) % 8, ' ');
   write_file_atomically(path, [&](std::ostream& out) {
     uint8_t len[8];

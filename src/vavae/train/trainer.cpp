@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "vavae/common/error.h"
+#include "vavae/common/json.h"
 #include "vavae/common/progress.h"
 #include "vavae/common/runtime.h"
 #include "vavae/data/loader.h"
@@ -98,7 +99,7 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
 
 void append_line(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path, std::ios::app);
-  out << j.dump() << "\n";
+  out << json_text(j) << "\n";
   out.close();
   if (!out) throw Error(path + ": cannot append the metrics line: " + std::strerror(errno));
 }
@@ -214,7 +215,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   auto save = [&](int64_t done, const std::string& stage) {
     char name[64];
     std::snprintf(name, sizeof(name), "step_%08lld.safetensors", static_cast<long long>(done));
-    save_checkpoint((fs::path(checkpoints) / name).string(), step, {done, stage, c.resolved.dump()}, noise);
+    save_checkpoint((fs::path(checkpoints) / name).string(), step, {done, stage, json_text(c.resolved)}, noise);
     prune_checkpoints(checkpoints, c.trainer.keep_checkpoints);
     export_autoencoder((fs::path(o.output) / "autoencoder.safetensors").string(), *autoencoder);
   };

@@ -12,6 +12,7 @@
 #include "process.h"
 #include "vavae/common/error.h"
 #include "vavae/config/config_file.h"
+#include "vavae/config/train_config.h"
 #include "vavae/data/dataset.h"
 #include "vavae/io/image.h"
 #include "vavae/io/weights.h"

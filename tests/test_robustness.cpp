@@ -11,6 +11,8 @@
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
 #include "vavae/io/image.h"
+#include "vavae/io/weights.h"
+#include "vavae/nn/vit.h"
 #include "vavae/train/checkpoint.h"
 #include "vavae/train/train_step.h"
 #include "vavae/train/trainer.h"
@@ -307,6 +309,26 @@ TEST(Robustness, ImpossibleConfigsAndWrongWeightsNameTheCulprit) {
   const ProcessResult r = run_vavae({"train", "--config", dir + "/b.yaml", "--output", dir + "/run", "--resume", dir + "/run"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("tensor 'encoder.conv_in.weight' has a different shape"), std::string::npos) << r.err;
+}
+
+TEST(Robustness, AFoundationModelWhoseGridCannotMatchIsAConfigError) {
+  // A ViT with 5-pixel patches fed the 16-pixel images as they are (input_resolution 0).
+  nn::ViTConfig vc;
+  vc.patch_size = 5, vc.embed_dim = 16, vc.depth = 1, vc.num_heads = 2, vc.mlp_hidden = 32, vc.pos_grid = 3;
+  nn::ViT vit(vc);
+  const std::string dir = scratch_dir("grid_mismatch");
+  io::write_safetensors(dir + "/fm.safetensors", io::state_dict(*vit),
+                        {{"vavae_vit_config", nn::vit_config_to_json(vc)}, {"input_resolution", "0"}});
+  const std::string images = make_images("grid_images");
+  std::string yaml = config_text(images, 2);
+  yaml.replace(yaml.find("    embed_dim: 4"), 16, "    embed_dim: 4\n    use_vf: " + dir + "/fm.safetensors");
+  std::ofstream(dir + "/c.yaml") << yaml;
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("model.params.foundation (" + dir + "/fm.safetensors) cannot serve 16x16 images with a 8x8 latent grid"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("patch size 5"), std::string::npos) << r.err;
 }
 
 TEST(Robustness, AnOldCheckpointWithSerialisedOptimizersIsRefusedNotExecuted) {

@@ -21,6 +21,8 @@
 #include "vavae/eval/metrics.h"
 #include "vavae/io/files.h"
 #include "vavae/io/weights.h"
+#include "vavae/loss/vf_loss.h"
+#include "vavae/nn/foundation_model.h"
 #include "vavae/train/checkpoint.h"
 
 namespace vavae::train {
@@ -110,6 +112,20 @@ std::string fmt(double v, int precision = 4) {
   return s.str();
 }
 
+// The foundation model's token grid must map onto the latent grid: checked once on a blank batch
+// before training, so a mismatch is a config error rather than a failure at the first step.
+void check_feature_grid(nn::FoundationModelImpl& foundation, const config::TrainConfig& c, torch::Device device) {
+  const int64_t r = c.train.resolution, f = c.autoencoder.downsample_factor();
+  try {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor grid = foundation.features(torch::zeros({1, 3, r, r}, device));
+    loss::align_features(grid, r / f, r / f);
+  } catch (const Error& e) {
+    throw Error("model.params.foundation (" + c.foundation.use_vf + ") cannot serve " + std::to_string(r) + "x" + std::to_string(r) +
+                " images with a " + std::to_string(r / f) + "x" + std::to_string(r / f) + " latent grid: " + e.what());
+  }
+}
+
 }  // namespace
 
 EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
@@ -176,6 +192,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   if (c.use_vf) {
     nn::FoundationModel foundation = nn::make_foundation_model(c.foundation);
     foundation->to(device);
+    check_feature_grid(*foundation, c, device);
     projection = torch::nn::Conv2d(torch::nn::Conv2dOptions(c.autoencoder.embed_dim, foundation->config.vit.embed_dim, 1).bias(false));
     features = [foundation](const torch::Tensor& images) mutable { return foundation->features(images); };
   }

@@ -173,7 +173,7 @@ TEST(AutoencoderConfig, ReadsAllThreeLayoutsAndNamesBadKeys) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  expect_message(write("typo.yaml", "ddconfig: {ch: 32, z_channel: 4}\nembed_dim: 4\n"), "unknown key 'z_channel' (did you mean 'z_channels'?)");
+  expect_message(write("typo.yaml", "ddconfig: {ch: 32, z_channel: 4}\nembed_dim: 4\n"), "unknown key 'ddconfig.z_channel' (did you mean 'z_channels'?)");
   expect_message(write("type.yaml", "ddconfig: {ch: wide, z_channels: 4}\n"), "ddconfig.ch must be an integer");
   expect_message(write("groups.yaml", "ddconfig: {ch: 48, z_channels: 4}\n"), "not divisible by GroupNorm's 32 groups");
   expect_message(write("none.yaml", "foo: 1\n"), "no autoencoder settings found");

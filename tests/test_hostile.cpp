@@ -89,7 +89,9 @@ TEST(Hostile, EveryCraftedFileIsListedWithItsOutcome) {
 }
 
 TEST(Hostile, EachWeightFileIsRefusedForItsOwnReason) {
-  for (const auto& [name, expected] : kExpected) {
+  for (const auto& entry : kExpected) {
+    const std::string& name = entry.first;
+    const std::string& expected = entry.second;
     const std::string message = error_of([&] { io::read_weights(hostile(name)); });
     if (expected.empty()) {
       EXPECT_EQ(message, "") << name;

@@ -164,7 +164,9 @@ TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
 }
 
 TEST_F(ObjectiveFixture, VanillaDiscriminatorLossIsTheSoftplusForm) {
-  objective->config.disc_loss = "vanilla";
+  loss::ObjectiveConfig vanilla = objective->config();
+  vanilla.disc_loss = "vanilla";
+  objective->set_config(vanilla);
   const loss::GeneratorInputs in = forward();
   const loss::StepResult r = objective->discriminator_loss(in.images, in.reconstructions, 5);
   const torch::Tensor real = outputs->tensor("logits_real"), fake = outputs->tensor("logits_fake");
@@ -194,7 +196,9 @@ TEST(Objective, WorksWithoutLpipsWeightsOnlyWhenItsWeightIsZero) {
   in.kl = torch::ones({2});
   in.decoder_last_layer = in.reconstructions;  // any leaf the losses depend on
   EXPECT_THROW(objective->generator_loss(in, 0), Error);
-  objective->config.perceptual_weight = 0;
+  loss::ObjectiveConfig without_lpips = objective->config();
+  without_lpips.perceptual_weight = 0;
+  objective->set_config(without_lpips);
   const loss::StepResult r = objective->generator_loss(in, 0);
   const double expected_nll = (in.images - in.reconstructions).abs().sum().item<double>() / 2;
   EXPECT_NEAR(r.log.at("nll_loss"), expected_nll, 1e-3);

@@ -161,8 +161,10 @@ TEST(Training, ConfigErrorsNameTheKey) {
   expect(tiny_config(images, "trainer_x: 1\n"), "unknown key 'trainer_x' (did you mean 'trainer'?)");
   std::string typo = tiny_config(images);
   typo.replace(typo.find("log_every"), 9, "log_evry");
-  expect(typo, "unknown key 'log_evry' (did you mean 'log_every'?)");
-  expect(tiny_config(images, "stages:\n  - {name: s, steps: 5, lossconfig: {vf_wieght: 1}}\n"), "did you mean 'vf_weight'?");
+  expect(typo, "unknown key 'trainer.log_evry' (did you mean 'log_every'?)");
+  expect(tiny_config(images, "stages:\n  - {name: s, steps: 5, lossconfig: {vf_wieght: 1}}\n"), "stages[0]: unknown key 'lossconfig.vf_wieght' (did you mean 'vf_weight'?)");
+  expect(tiny_config(images, "stages:\n  - {name: s, steps: 5, lossconfig: {disc_num_layers: 2}}\n"),
+         "lossconfig.disc_num_layers cannot change between stages");
   std::string lpips = tiny_config(images);
   lpips.replace(lpips.find("perceptual_weight: 0.0"), 22, "perceptual_weight: 1.0");
   expect(lpips, "model.params.lpips.weights is not set");
@@ -186,8 +188,8 @@ TEST(Training, ShippedConfigsParse) {
   const config::TrainConfig released = config::train_config_from_json(config::load_config_file(path), path);
   EXPECT_EQ(released.objective.disc_start, 5001);  // upstream global steps: the GAN term from batch 2501
   ASSERT_EQ(released.stages.size(), 3u);
-  EXPECT_EQ(released.stages[0].overrides.at("vf_weight"), 0.5);
-  EXPECT_EQ(released.stages[2].overrides.at("distmat_margin"), 0.25);
+  EXPECT_EQ(released.stages[0].objective.vf_weight, 0.5);
+  EXPECT_EQ(released.stages[2].objective.vf.distmat_margin, 0.25);
 }
 
 TEST(Training, WithLpipsWeightsTheObjectiveAndValidationUseThem) {

@@ -20,12 +20,24 @@ struct TrainOptions {
   std::string resume;
   bool resume_given = false;
   int64_t max_steps = 0;
+  bool dry_run = false;
+  bool keys = false;
 };
 
 void run_train(const TrainOptions& o) {
+  if (o.keys) {
+    std::cout << config::keys_table();
+    return;
+  }
+  if (o.config.empty()) throw Error("train: --config is required");
   nlohmann::json tree = config::load_config_file(o.config);
-  config::apply_overrides(tree, o.overrides);
-  const config::TrainConfig c = config::train_config_from_json(tree, o.config);
+  const auto set_paths = config::apply_overrides(tree, o.overrides);
+  const config::TrainConfig c = config::train_config_from_json(tree, o.config, set_paths);
+  if (o.dry_run) {
+    std::cout << config::describe_resolved(c);
+    return;
+  }
+  for (const auto& [path, reason] : c.ignored) std::cout << "ignored " << path << ": " << reason << "\n";
   train::RunOptions ro;
   ro.output = o.output.empty() ? "runs/" + std::filesystem::path(o.config).stem().string() : o.output;
   ro.resume = o.resume_given ? (o.resume.empty() ? ro.output : o.resume) : "";
@@ -44,7 +56,9 @@ void add_train_commands(CLI::App& app) {
   {
     auto* cmd = app.add_subcommand("train", "train a VA-VAE (upstream config layout)");
     auto o = std::make_shared<TrainOptions>();
-    cmd->add_option("--config", o->config, "training config (YAML or JSON)")->required();
+    cmd->add_option("--config", o->config, "training config (YAML or JSON; upstream's files load as they are)");
+    cmd->add_flag("--dry-run", o->dry_run, "validate and print every key with its value and origin; load no weights or data");
+    cmd->add_flag("--keys", o->keys, "print the table of every config key (type, default, meaning)");
     cmd->add_option("--set", o->overrides, "override a config value: key.path=value (repeatable)");
     cmd->add_option("--output", o->output, "run folder (default runs/<config name>)");
     cmd->add_option("--resume", o->resume, "continue from the newest checkpoint of a run folder (default: --output) or a checkpoint")

@@ -84,44 +84,6 @@ nlohmann::json parse_json_config(const std::string& text) {
   return nlohmann::json::parse(text, depth_guard);
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-template <typename T>
-const char* type_name() {
-  if constexpr (std::is_same_v<T, bool>) return "a boolean";
-  else if constexpr (std::is_integral_v<T>) return "an integer";
-  else if constexpr (std::is_floating_point_v<T>) return "a number";
-  else if constexpr (std::is_same_v<T, std::string>) return "a string";
-  else return "a list of integers";
-}
-
-template <typename T>
-bool has_type(const nlohmann::json& v) {
-  if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
-  else if constexpr (std::is_integral_v<T>) return v.is_number_integer();
-  else if constexpr (std::is_floating_point_v<T>) return v.is_number();
-  else if constexpr (std::is_same_v<T, std::string>) return v.is_string();
-  else {
-    if (!v.is_array()) return false;
-    for (const auto& x : v)
-      if (!x.is_number_integer()) return false;
-    return true;
-  }
-}
-
 }  // namespace
 
 nlohmann::json load_config_file(const std::string& path) {
@@ -150,36 +112,6 @@ nlohmann::json load_config_text(const std::string& yaml) {
     return yaml_to_json(YAML::Load(yaml));
   } catch (const YAML::Exception& e) {
     throw Error(std::string("invalid YAML: ") + e.what());
-  }
-}
-
-template <typename T>
-T get_or(const nlohmann::json& section, const std::string& key, const T& fallback, const std::string& where) {
-  if (!section.contains(key) || section[key].is_null()) return fallback;
-  const auto& v = section[key];
-  if (!has_type<T>(v)) throw Error(where + "." + key + " must be " + type_name<T>() + ", got " + printable(json_text(v), 80));
-  return v.get<T>();
-}
-
-template bool get_or<bool>(const nlohmann::json&, const std::string&, const bool&, const std::string&);
-template int64_t get_or<int64_t>(const nlohmann::json&, const std::string&, const int64_t&, const std::string&);
-template double get_or<double>(const nlohmann::json&, const std::string&, const double&, const std::string&);
-template std::string get_or<std::string>(const nlohmann::json&, const std::string&, const std::string&, const std::string&);
-template std::vector<int64_t> get_or<std::vector<int64_t>>(const nlohmann::json&, const std::string&,
-                                                           const std::vector<int64_t>&, const std::string&);
-
-void reject_unknown_keys(const nlohmann::json& section, const std::vector<std::string>& allowed, const std::string& where) {
-  for (auto it = section.begin(); it != section.end(); ++it) {
-    if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
-    std::string message = where + ": unknown key '" + it.key() + "'";
-    size_t best = 3;
-    std::string suggestion;
-    for (const auto& a : allowed) {
-      size_t d = edit_distance(it.key(), a);
-      if (d < best) best = d, suggestion = a;
-    }
-    if (!suggestion.empty()) message += " (did you mean '" + suggestion + "'?)";
-    throw Error(message);
   }
 }
 

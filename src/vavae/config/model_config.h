@@ -16,11 +16,9 @@ nn::AutoencoderConfig autoencoder_config_from_json(const nlohmann::json& root, c
 
 nn::AutoencoderConfig load_autoencoder_config(const std::string& path);
 
-// The objective from `model.params.lossconfig.params` (or a bare lossconfig / params mapping), with
+// The objective from `model.params.lossconfig.params` (or lossconfig.params, lossconfig, params, or
+// the keys flat), with
 // upstream's keys and defaults; unknown keys and wrong types are Errors naming the key.
 loss::ObjectiveConfig objective_config_from_json(const nlohmann::json& root, const std::string& source);
-
-// The lossconfig.params keys of an objective configuration.
-nlohmann::json objective_config_to_json(const loss::ObjectiveConfig& c);
 
 }  // namespace vavae::config

@@ -2,38 +2,137 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
 #include "vavae/common/error.h"
 #include "vavae/config/config_file.h"
-#include "vavae/config/model_config.h"
+#include "vavae/config/describe.h"
 
 namespace vavae::config {
 namespace {
 
-const nlohmann::json& section(const nlohmann::json& parent, const std::string& key, const std::string& where) {
-  static const nlohmann::json empty = nlohmann::json::object();
-  if (!parent.contains(key) || parent[key].is_null()) return empty;
-  if (!parent[key].is_object()) throw Error(where + "." + key + " must be a mapping");
-  return parent[key];
+const char* kImageNetTrain = "ldm.data.imagenet.ImageNetTrain";
+const char* kImageNetValidation = "ldm.data.imagenet.ImageNetValidation";
+
+template <typename V>
+void describe_split(DataSplitConfig& s, V& v, const std::string& p, const char* what) {
+  v.key(p + "source", s.source, (std::string("what to read for ") + what +
+                                 ": fashion-mnist[:train|:test], idx:DIR[:split], an image folder or a .txt list").c_str());
+  v.key(p + "target", s.target, "upstream's dataset class; ImageNetTrain/Validation read data_root/ILSVRC2012_{train,validation}/data");
+  v.key(p + "params.data_root", s.data_root, "upstream's ImageNet root (used when source is not given)");
+  v.key(p + "resolution", s.resolution, "images are resized on the short side and cropped to this square");
+  v.key(p + "pad", s.pad, "zero padding on every side before resizing");
+  v.key(p + "random_crop", s.random_crop, "random instead of centre crop (training split)");
+  v.key(p + "flip", s.flip, "random horizontal flips (training split; upstream: none)");
+  v.key(p + "limit", s.limit, "read only the first N images (0: all)");
 }
 
-DataSplitConfig parse_split(const nlohmann::json& j, const std::string& where, bool training) {
-  reject_unknown_keys(j, {"target", "source", "resolution", "pad", "random_crop", "flip", "limit"}, where);
-  DataSplitConfig s;
-  s.source = get_or<std::string>(j, "source", "", where);
-  if (s.source.empty()) throw Error(where + ".source is missing (fashion-mnist[:train|:test], idx:DIR, an image folder or a .txt list)");
-  s.resolution = get_or<int64_t>(j, "resolution", s.resolution, where);
-  s.pad = get_or<int64_t>(j, "pad", s.pad, where);
-  s.random_crop = get_or<bool>(j, "random_crop", training, where);
-  s.flip = get_or<bool>(j, "flip", training, where);
-  s.limit = get_or<int64_t>(j, "limit", s.limit, where);
-  if (s.resolution <= 0 || s.pad < 0 || s.limit < 0) throw Error(where + ": resolution must be positive, pad and limit non-negative");
-  return s;
+// Every key of a training config, once.
+template <typename V>
+void describe(TrainConfig& c, V& v) {
+  v.key("weight_init", c.weight_init,
+        "weights to start from: a state dict in upstream's layout (autoencoder, linear_proj, loss.discriminator), loaded non-strictly");
+  v.key("init_weight", c.weight_init, "upstream main.py's name for weight_init (the one it reads)");
+  v.ignored("ckpt_path", "upstream reads it only to test a trained model; use weight_init to start from weights");
+  v.fixed("model.target", "ldm.models.autoencoder.AutoencoderKL", "upstream's model class");
+  v.key("model.base_learning_rate", c.learning_rate, "Adam's learning rate (upstream does not scale it by batch size or GPUs)");
+  v.ignored("model.params.monitor", "Lightning's checkpoint selection; vavae keeps the last trainer.keep_checkpoints");
+  v.ignored("model.params.ckpt_path", "upstream's test-time weights; use weight_init to start from weights");
+  v.key("model.params.embed_dim", c.autoencoder.embed_dim, "latent channels E");
+  v.key("model.params.use_vf", c.foundation.use_vf,
+        "foundation model of the VF loss: dinov2, mae, a timm ViT name or a train-fm checkpoint; empty or none: no VF loss");
+  v.key("model.params.reverse_proj", c.reverse_proj, "linear_proj maps the latent to the feature width (true, as released)");
+  v.key("model.params.foundation.weights", c.foundation.weights, "the foundation model's weight file (timm or official names)");
+  v.key("model.params.foundation.input_mode", c.foundation.input_mode,
+        "upstream: the [-1, 1] image as the original feeds it; imagenet: ImageNet normalisation");
+  v.key("model.params.foundation.input_size", c.foundation.input_size,
+        "images are resized to this square for the foundation model (-1: the family's, 224 for DINOv2; 0: as they are)");
+  v.key("model.params.foundation.bf16", c.foundation.bf16, "run the frozen foundation model in bfloat16 on CUDA");
+  v.key("model.params.lpips.weights", c.lpips_weights, "LPIPS weights: one file with upstream names, or torchvision's vgg16");
+  v.key("model.params.lpips.heads", c.lpips_heads, "LPIPS linear heads (vgg.pth) when weights is torchvision's vgg16");
+  v.fixed("model.params.lossconfig.target", "ldm.modules.losses.LPIPSWithDiscriminator", "upstream's loss class");
+  describe_objective(c.objective, v, "model.params.lossconfig.params.");
+  describe_autoencoder(c.autoencoder, v, "model.params.ddconfig.");
+  v.ignored("data.target", "Lightning's data module; data.params.train / validation say what to read");
+  v.key("data.params.batch_size", c.batch_size, "images per step and process (upstream: 8 per GPU on 32 GPUs)");
+  v.key("data.params.num_workers", c.num_workers, "image decoding threads");
+  v.ignored("data.params.wrap", "a Lightning data-module option without effect here");
+  describe_split(c.train, v, "data.params.train.", "training");
+  describe_split(c.validation, v, "data.params.validation.", "validation");
+  v.key("trainer.max_steps", c.trainer.max_steps, "length in steps (batches) when there are no stages; caps the stages otherwise");
+  v.key("trainer.max_epochs", c.trainer.max_epochs, "length in epochs when there are no stages");
+  v.key("trainer.log_every", c.trainer.log_every, "steps between metric lines");
+  v.key("trainer.val_every", c.trainer.val_every, "steps between validations");
+  v.key("trainer.checkpoint_every", c.trainer.checkpoint_every, "steps between checkpoints");
+  v.key("trainer.keep_checkpoints", c.trainer.keep_checkpoints, "checkpoints kept (the newest)");
+  v.key("trainer.val_images", c.trainer.val_images, "images in the validation grid");
+  v.key("trainer.seed", c.trainer.seed, "seed of initialisation, data order and posterior noise");
+  v.key("trainer.threads", c.trainer.threads, "CPU threads (0: all cores)");
+  v.key("trainer.device", c.trainer.device, "cpu, cuda or auto");
+  v.key("trainer.max_nonfinite_steps", c.trainer.max_nonfinite_steps, "non-finite steps in a row that stop the run");
+  v.key("lightning.trainer.max_epochs", c.trainer.max_epochs, "upstream's name for trainer.max_epochs");
+  v.key("lightning.trainer.precision", c.precision, "32: vavae trains in float32, as the released model was");
+  v.ignored("lightning.trainer.devices", "GPUs come from the launch, not the config");
+  v.ignored("lightning.trainer.num_nodes", "machines come from the launch, not the config");
+  v.ignored("lightning.trainer.strategy", "Lightning's DDP strategy");
+  v.ignored("lightning.trainer.accelerator", "trainer.device says where to run");
+  v.list("stages");
+}
+
+// A stage: its length and the lossconfig keys it may change.
+template <typename V>
+void describe_stage(StageConfig& s, V& v) {
+  v.key("name", s.name, "shown in logs and metrics", kPerStage);
+  v.key("steps", s.steps, "length in steps; or", kPerStage);
+  v.key("epochs", s.epochs, "length in epochs", kPerStage);
+  describe_objective(s.objective, v, "lossconfig.");
+}
+
+void validate(TrainConfig& c, const std::string& source) {
+  validate_autoencoder(c.autoencoder, source + ": model.params.ddconfig");
+  validate_objective(c.objective, source + ": model.params.lossconfig.params");
+  for (const auto& s : c.stages) validate_objective(s.objective, source + ": stage '" + s.name + "' lossconfig");
+  c.use_vf = !c.foundation.use_vf.empty() && c.foundation.use_vf != "none";
+  if (c.use_vf && !c.reverse_proj)
+    throw Error(source + ": model.params.reverse_proj: only true (project the latent to the feature width) is supported, as released");
+  if (c.objective.perceptual_weight > 0 && c.lpips_weights.empty())
+    throw Error(source + ": model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
+                " but model.params.lpips.weights is not set (LPIPS needs VGG16 + linear-head weights; or set the weight to 0)");
+  if (c.batch_size <= 0) throw Error(source + ": data.params.batch_size must be positive");
+  for (auto* split : {&c.train, &c.validation}) {
+    const std::string w = source + ": data.params." + (split == &c.train ? "train" : "validation");
+    if (split->source.empty() && !split->data_root.empty()) {
+      const bool imagenet = split->target == kImageNetTrain || split->target == kImageNetValidation;
+      if (!imagenet) throw Error(w + ".params.data_root needs target " + kImageNetTrain + " or " + kImageNetValidation + ", or give source");
+      split->source = (std::filesystem::path(split->data_root) /
+                       (split->target == kImageNetTrain ? "ILSVRC2012_train" : "ILSVRC2012_validation") / "data")
+                          .string();
+    }
+    if (split->source.empty())
+      throw Error(w + ".source is missing (fashion-mnist[:train|:test], idx:DIR, an image folder or a .txt list)");
+    if (split->resolution <= 0 || split->pad < 0 || split->limit < 0)
+      throw Error(w + ": resolution must be positive, pad and limit non-negative");
+  }
+  if (c.train.resolution % c.autoencoder.downsample_factor() != 0)
+    throw Error(source + ": data.params.train.resolution " + std::to_string(c.train.resolution) +
+                " is not divisible by the downsampling factor " + std::to_string(c.autoencoder.downsample_factor()));
+  const auto& k = c.trainer;
+  if (k.log_every <= 0 || k.val_every <= 0 || k.checkpoint_every <= 0 || k.keep_checkpoints <= 0)
+    throw Error(source + ": trainer: log_every, val_every, checkpoint_every and keep_checkpoints must be positive");
+  if (k.max_nonfinite_steps < 1) throw Error(source + ": trainer.max_nonfinite_steps must be at least 1");
+  if (c.provenance.count("trainer.max_epochs") && c.provenance.count("lightning.trainer.max_epochs"))
+    throw Error(source + ": give trainer.max_epochs or lightning.trainer.max_epochs, not both");
+  if (c.provenance.count("weight_init") && c.provenance.count("init_weight"))
+    throw Error(source + ": give weight_init or init_weight, not both");
+  if (c.precision != 32) throw Error(source + ": lightning.trainer.precision " + std::to_string(c.precision) + ": only 32 is supported");
 }
 
 nlohmann::json yaml_scalar(const std::string& text) {
   try {
     return load_config_text("v: " + text).at("v");  // typed as in a config file
-  } catch (const YAML::Exception& e) {
+  } catch (const Error& e) {
     throw Error("--set value '" + text + "' is not valid YAML: " + e.what());
   }
 }
@@ -58,130 +157,118 @@ YAML::Node to_node(const nlohmann::json& j) {
   return n;
 }
 
+std::string value_text(const nlohmann::json& v) {
+  return v.is_string() && !v.get<std::string>().empty() ? v.get<std::string>() : json_text(v);
+}
+
 }  // namespace
 
-void apply_overrides(nlohmann::json& root, const std::vector<std::string>& assignments) {
+std::vector<std::string> apply_overrides(nlohmann::json& root, const std::vector<std::string>& assignments) {
+  std::vector<std::string> paths;
   for (const auto& a : assignments) {
     const auto eq = a.find('=');
     if (eq == std::string::npos || eq == 0) throw Error("--set '" + a + "' must look like key.path=value");
     const std::string path = a.substr(0, eq);
-    nlohmann::json* node = &root;
-    size_t start = 0;
-    for (;;) {
-      const auto dot = path.find('.', start);
-      const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      if (dot == std::string::npos) {
-        (*node)[key] = yaml_scalar(a.substr(eq + 1));
-        break;
-      }
-      if (!node->contains(key) || !(*node)[key].is_object()) (*node)[key] = nlohmann::json::object();
-      node = &(*node)[key];
-      start = dot + 1;
-    }
+    set_path(root, path, yaml_scalar(a.substr(eq + 1)));
+    paths.push_back(path);
   }
+  return paths;
 }
 
-TrainConfig train_config_from_json(const nlohmann::json& root, const std::string& source) {
+TrainConfig train_config_from_json(const nlohmann::json& root, const std::string& source, const std::vector<std::string>& set_paths) {
   if (!root.is_object()) throw Error(source + ": the config is not a mapping");
-  reject_unknown_keys(root, {"model", "data", "trainer", "stages", "weight_init", "lightning"}, source);
   TrainConfig c;
-  c.resolved = root;
-  const std::string m = source + ": model";
-  const auto& model = section(root, "model", source);
-  reject_unknown_keys(model, {"target", "base_learning_rate", "params"}, m);
-  c.learning_rate = get_or<double>(model, "base_learning_rate", c.learning_rate, m);
-  const auto& params = section(model, "params", m);
-  reject_unknown_keys(params, {"monitor", "embed_dim", "use_vf", "reverse_proj", "lossconfig", "ddconfig", "foundation", "lpips", "ckpt_path"},
-                      m + ".params");
-  c.autoencoder = autoencoder_config_from_json(root, source);
-  if (params.contains("lossconfig")) c.objective = objective_config_from_json(root, source);
-  const std::string use_vf = get_or<std::string>(params, "use_vf", "", m + ".params");
-  c.use_vf = !use_vf.empty() && use_vf != "none";
-  if (c.use_vf && !get_or<bool>(params, "reverse_proj", true, m + ".params"))
-    throw Error(m + ".params.reverse_proj: only true (project the latent to the feature width) is supported, as released");
-  const std::string fw = m + ".params.foundation";
-  const auto& foundation = section(params, "foundation", m + ".params");
-  reject_unknown_keys(foundation, {"weights", "input_mode", "input_size", "bf16"}, fw);
-  c.foundation.use_vf = use_vf;
-  c.foundation.weights = get_or<std::string>(foundation, "weights", "", fw);
-  c.foundation.input_mode = get_or<std::string>(foundation, "input_mode", "upstream", fw);
-  c.foundation.input_size = get_or<int64_t>(foundation, "input_size", -1, fw);
-  c.foundation.bf16 = get_or<bool>(foundation, "bf16", false, fw);
+  SchemaReader reader(root, source, "file", &c.provenance);
+  describe(c, reader);
+  c.ignored = reader.finish();
+  for (const auto& p : set_paths)
+    if (c.provenance.count(p)) c.provenance[p] = "--set";
 
-  const auto& lpips = section(params, "lpips", m + ".params");
-  reject_unknown_keys(lpips, {"weights", "heads"}, m + ".params.lpips");
-  c.lpips_weights = get_or<std::string>(lpips, "weights", "", m + ".params.lpips");
-  c.lpips_heads = get_or<std::string>(lpips, "heads", "", m + ".params.lpips");
-  if (c.objective.perceptual_weight > 0 && c.lpips_weights.empty())
-    throw Error(m + ".params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
-                " but model.params.lpips.weights is not set (LPIPS needs VGG16 + linear-head weights; or set the weight to 0)");
-
-  const std::string d = source + ": data";
-  const auto& data = section(root, "data", source);
-  reject_unknown_keys(data, {"target", "params"}, d);
-  const auto& dp = section(data, "params", d);
-  reject_unknown_keys(dp, {"batch_size", "num_workers", "wrap", "train", "validation"}, d + ".params");
-  c.batch_size = get_or<int64_t>(dp, "batch_size", c.batch_size, d + ".params");
-  c.num_workers = get_or<int64_t>(dp, "num_workers", c.num_workers, d + ".params");
-  if (c.batch_size <= 0) throw Error(d + ".params.batch_size must be positive");
-  c.train = parse_split(section(dp, "train", d + ".params"), d + ".params.train", true);
-  c.validation = parse_split(section(dp, "validation", d + ".params"), d + ".params.validation", false);
-  if (c.train.resolution % c.autoencoder.downsample_factor() != 0)
-    throw Error(d + ".params.train.resolution " + std::to_string(c.train.resolution) + " is not divisible by the downsampling factor " +
-                std::to_string(c.autoencoder.downsample_factor()));
-
-  const std::string t = source + ": trainer";
-  const auto& tr = section(root, "trainer", source);
-  reject_unknown_keys(tr, {"max_steps", "max_epochs", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "val_images",
-                           "seed", "threads", "device", "max_nonfinite_steps"},
-                      t);
-  TrainerConfig& k = c.trainer;
-  k.max_steps = get_or<int64_t>(tr, "max_steps", k.max_steps, t);
-  k.max_epochs = get_or<double>(tr, "max_epochs", k.max_epochs, t);
-  k.log_every = get_or<int64_t>(tr, "log_every", k.log_every, t);
-  k.val_every = get_or<int64_t>(tr, "val_every", k.val_every, t);
-  k.checkpoint_every = get_or<int64_t>(tr, "checkpoint_every", k.checkpoint_every, t);
-  k.keep_checkpoints = get_or<int64_t>(tr, "keep_checkpoints", k.keep_checkpoints, t);
-  k.val_images = get_or<int64_t>(tr, "val_images", k.val_images, t);
-  k.seed = static_cast<uint64_t>(get_or<int64_t>(tr, "seed", 0, t));
-  k.threads = get_or<int64_t>(tr, "threads", k.threads, t);
-  k.device = get_or<std::string>(tr, "device", k.device, t);
-  k.max_nonfinite_steps = get_or<int64_t>(tr, "max_nonfinite_steps", k.max_nonfinite_steps, t);
-  if (k.max_nonfinite_steps < 1) throw Error(t + ".max_nonfinite_steps must be at least 1");
-  if (k.log_every <= 0 || k.val_every <= 0 || k.checkpoint_every <= 0 || k.keep_checkpoints <= 0)
-    throw Error(t + ": log_every, val_every, checkpoint_every and keep_checkpoints must be positive");
-
-  if (root.contains("stages")) {
-    if (!root["stages"].is_array()) throw Error(source + ": stages must be a list");
-    for (size_t i = 0; i < root["stages"].size(); ++i) {
-      const auto& s = root["stages"][i];
-      const std::string w = source + ": stages[" + std::to_string(i) + "]";
-      if (!s.is_object()) throw Error(w + " must be a mapping");
-      reject_unknown_keys(s, {"name", "steps", "epochs", "lossconfig"}, w);
+  if (const nlohmann::json* stages = find_path(root, "stages"); stages && !stages->is_null()) {
+    if (!stages->is_array()) throw Error(source + ": stages must be a list");
+    for (size_t i = 0; i < stages->size(); ++i) {
+      const std::string where = source + ": stages[" + std::to_string(i) + "]";
+      const nlohmann::json& s = (*stages)[i];
+      if (!s.is_object()) throw Error(where + " must be a mapping");
       StageConfig stage;
-      stage.name = get_or<std::string>(s, "name", "stage" + std::to_string(i + 1), w);
-      stage.steps = get_or<int64_t>(s, "steps", 0, w);
-      stage.epochs = get_or<double>(s, "epochs", 0, w);
-      if ((stage.steps > 0) == (stage.epochs > 0)) throw Error(w + ": give exactly one of steps or epochs");
-      stage.overrides = section(s, "lossconfig", w);
-      loss::ObjectiveConfig probe = c.objective;
-      apply_stage(probe, stage);  // validates the keys now, not mid-run
-      c.stages.push_back(stage);
+      stage.name = "stage" + std::to_string(i + 1);
+      stage.objective = c.objective;
+      Provenance set_here;
+      SchemaReader stage_reader(s, where, "stage", &set_here);
+      stage_reader.per_stage_only();
+      describe_stage(stage, stage_reader);
+      stage_reader.finish();
+      if ((stage.steps > 0) == (stage.epochs > 0)) throw Error(where + ": give exactly one of steps or epochs");
+      for (const auto& [path, origin] : set_here)
+        if (path.rfind("lossconfig.", 0) == 0) stage.overridden.push_back(path.substr(11));
+      c.stages.push_back(std::move(stage));
     }
   }
-  c.weight_init = get_or<std::string>(root, "weight_init", "", source);
+  validate(c, source);
+  SchemaWriter writer;
+  describe(c, writer);
+  nlohmann::json stages = nlohmann::json::array();
+  for (auto& s : c.stages) {
+    nlohmann::json j = {{"name", s.name}};
+    if (s.steps > 0) j["steps"] = s.steps;
+    else j["epochs"] = s.epochs;
+    SchemaWriter objective;
+    describe_objective(s.objective, objective, "");
+    for (const auto& key : s.overridden) j["lossconfig"][key] = objective.tree.at(key);
+    stages.push_back(j);
+  }
+  if (!stages.empty()) writer.tree["stages"] = stages;
+  // One name per setting in the resolved file: the aliases are folded into vavae's names.
+  writer.tree.erase("init_weight");
+  writer.tree["lightning"]["trainer"].erase("max_epochs");
+  c.resolved = writer.tree;
   return c;
 }
 
-void apply_stage(loss::ObjectiveConfig& objective, const StageConfig& stage) {
-  const std::string where = "stage '" + stage.name + "' lossconfig";
-  reject_unknown_keys(stage.overrides,
-                      {"disc_start", "kl_weight", "disc_factor", "disc_weight", "perceptual_weight", "vf_weight", "adaptive_vf",
-                       "cos_margin", "distmat_margin", "cos_weight", "distmat_weight"},
-                      where);
-  nlohmann::json params = objective_config_to_json(objective);
-  for (auto it = stage.overrides.begin(); it != stage.overrides.end(); ++it) params[it.key()] = it.value();
-  objective = objective_config_from_json(params, where);
+std::string describe_resolved(const TrainConfig& config) {
+  TrainConfig c = config;  // describe() binds members; the lister only reads them
+  SchemaLister lister;
+  describe(c, lister);
+  std::ostringstream out;
+  size_t width = 0;
+  for (const auto& r : lister.rows) width = std::max(width, r.path.size());
+  for (const auto& r : lister.rows) {
+    if (r.path == "init_weight" || r.path == "lightning.trainer.max_epochs") continue;
+    auto origin = c.provenance.find(r.path);
+    out << std::left << std::setw(static_cast<int>(width) + 2) << r.path << printable(value_text(r.value), 120) << "  ("
+        << (origin == c.provenance.end() ? "default" : origin->second) << ")\n";
+  }
+  for (const auto& s : c.stages) {
+    out << "stage '" << s.name << "': " << (s.steps > 0 ? std::to_string(s.steps) + " steps" : json_text(s.epochs) + " epochs") << "\n";
+    loss::ObjectiveConfig o = s.objective;
+    SchemaLister stage_lister;
+    describe_objective(o, stage_lister, "");
+    for (const auto& r : stage_lister.rows) {
+      if (r.type == "fixed") continue;
+      const bool set = std::find(s.overridden.begin(), s.overridden.end(), r.path) != s.overridden.end();
+      out << "  " << std::left << std::setw(22) << r.path << printable(value_text(r.value), 60) << "  ("
+          << (set ? "stage" : "run") << ")\n";
+    }
+  }
+  for (const auto& [path, reason] : c.ignored) out << "ignored: " << path << ": " << reason << "\n";
+  return out.str();
+}
+
+std::string keys_table() {
+  TrainConfig defaults;
+  SchemaLister lister;
+  describe(defaults, lister);
+  std::ostringstream out;
+  out << "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& r : lister.rows) {
+    std::string value = value_text(r.value);
+    if (value.empty()) value = "\"\"";
+    out << "| `" << r.path << "` | " << (r.type == "fixed" ? "fixed" : r.type.substr(r.type.find(' ') + 1)) << " | `" << value
+        << "` | " << r.doc << (r.per_stage ? " (per stage)" : "") << " |\n";
+  }
+  for (const auto& [path, reason] : lister.ignored_rows) out << "| `" << path << "` | ignored | | " << reason << " |\n";
+  out << "| `stages` | list | | phases: `name`, `steps` or `epochs`, and `lossconfig` with the keys marked per stage |\n";
+  return out.str();
 }
 
 std::string to_yaml(const nlohmann::json& root) {

@@ -2,29 +2,38 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "vavae/config/schema.h"
 #include "vavae/loss/objective.h"
 #include "vavae/nn/autoencoder.h"
 #include "vavae/nn/foundation_model.h"
 
+// The training config: upstream's YAML layout (model / data / lightning) plus vavae's own
+// sections (trainer, stages, foundation and LPIPS weights). Every key is declared once, in
+// `describe` (train_config.cpp); `vavae train --keys` prints them all.
 namespace vavae::config {
 
 struct DataSplitConfig {
   std::string source;       // see data::open_dataset
+  std::string target;       // upstream's dataset class (ImageNet: data_root/ILSVRC2012_*/data)
+  std::string data_root;    // upstream's data.params.<split>.params.data_root
   int64_t resolution = 256;
   int64_t pad = 0;          // zero padding on every side before resizing (Fashion-MNIST 28 -> 32: 2)
-  bool random_crop = true;  // training split; validation always centre-crops
-  bool flip = true;         // random horizontal flip (training split)
+  bool random_crop = true;  // training split, as upstream; validation always centre-crops
+  bool flip = false;        // random horizontal flip; upstream does not flip
   int64_t limit = 0;        // use the first `limit` images (0: all)
 };
 
-// A phase of training with its own loss settings (keys of lossconfig.params).
+// A phase of training. Resolved when the config is read: `objective` is the complete loss
+// configuration of this stage (the run's lossconfig with the stage's keys over it).
 struct StageConfig {
   std::string name;
   int64_t steps = 0;   // batches; or
   double epochs = 0;   // passes over the training split
-  nlohmann::json overrides = nlohmann::json::object();
+  loss::ObjectiveConfig objective;
+  std::vector<std::string> overridden;  // the lossconfig keys this stage sets
 };
 
 struct TrainerConfig {
@@ -40,28 +49,43 @@ struct TrainerConfig {
 };
 
 struct TrainConfig {
+  TrainConfig() {
+    foundation.use_vf.clear();  // no VF loss unless model.params.use_vf names a model
+    validation.random_crop = false;
+  }
+
   nn::AutoencoderConfig autoencoder;
   loss::ObjectiveConfig objective;
-  bool use_vf = false;
+  bool use_vf = false;  // foundation.use_vf names a model
+  bool reverse_proj = true;
   nn::FoundationSpec foundation;
   std::string lpips_weights, lpips_heads;  // model.params.lpips: needed when perceptual_weight > 0
   double learning_rate = 1e-4;
   int64_t batch_size = 8, num_workers = 2;
   DataSplitConfig train, validation;
   TrainerConfig trainer;
-  std::vector<StageConfig> stages;
+  int64_t precision = 32;
   std::string weight_init;
-  nlohmann::json resolved;  // the whole config after overrides, as written to config.yaml
+  std::vector<StageConfig> stages;
+
+  Provenance provenance;  // where each key's value came from; absent: the default
+  std::vector<std::pair<std::string, std::string>> ignored;  // keys present that only Lightning used, and why
+  nlohmann::json resolved;  // every key with its value, as written to config.yaml
 };
 
-// Applies "a.b.c=value" overrides (value read as YAML) to a config tree.
-void apply_overrides(nlohmann::json& root, const std::vector<std::string>& assignments);
+// Applies "a.b.c=value" overrides (value read as YAML) to a config tree; returns the paths set.
+std::vector<std::string> apply_overrides(nlohmann::json& root, const std::vector<std::string>& assignments);
 
-// Parses and validates; unknown keys and wrong types are Errors naming the key (with did-you-mean).
-TrainConfig train_config_from_json(const nlohmann::json& root, const std::string& source);
+// Parses and validates; unknown keys, wrong types and empty (template) values are Errors naming
+// the key. `set_paths` (from apply_overrides) are recorded as coming from --set.
+TrainConfig train_config_from_json(const nlohmann::json& root, const std::string& source,
+                                   const std::vector<std::string>& set_paths = {});
 
-// Applies a stage's overrides to an objective configuration.
-void apply_stage(loss::ObjectiveConfig& objective, const StageConfig& stage);
+// Every key with its value and origin (default, file, --set, stage NAME): `vavae train --dry-run`.
+std::string describe_resolved(const TrainConfig& c);
+
+// The markdown table of every key (path, type, default, meaning): `vavae train --keys`.
+std::string keys_table();
 
 // YAML text for a config tree.
 std::string to_yaml(const nlohmann::json& root);

@@ -23,7 +23,7 @@ void accumulate(const torch::Tensor& parameter, const torch::Tensor& g) {
 
 }  // namespace
 
-VAVAEObjectiveImpl::VAVAEObjectiveImpl(const ObjectiveConfig& c) : config(c) {
+VAVAEObjectiveImpl::VAVAEObjectiveImpl(const ObjectiveConfig& c) : config_(c) {
   if (c.disc_loss != "hinge" && c.disc_loss != "vanilla")
     throw Error("lossconfig.params.disc_loss must be 'hinge' or 'vanilla', got '" + c.disc_loss + "'");
   logvar = register_parameter("logvar", torch::full({}, c.logvar_init));
@@ -36,6 +36,15 @@ VAVAEObjectiveImpl::VAVAEObjectiveImpl(const ObjectiveConfig& c) : config(c) {
   d.n_layers = c.disc_num_layers;
   d.use_actnorm = c.use_actnorm;
   discriminator = register_module("discriminator", nn::PatchGAN(d));
+}
+
+void VAVAEObjectiveImpl::set_config(const ObjectiveConfig& c) {
+  if (c.disc_num_layers != config_.disc_num_layers || c.disc_ndf != config_.disc_ndf || c.disc_in_channels != config_.disc_in_channels ||
+      c.use_actnorm != config_.use_actnorm || c.logvar_init != config_.logvar_init)
+    throw Error("a new loss configuration cannot change the discriminator's shape or logvar_init");
+  if (c.disc_loss != "hinge" && c.disc_loss != "vanilla")
+    throw Error("lossconfig.params.disc_loss must be 'hinge' or 'vanilla', got '" + c.disc_loss + "'");
+  config_ = c;
 }
 
 void VAVAEObjectiveImpl::train(bool on) {
@@ -54,17 +63,17 @@ void VAVAEObjectiveImpl::check(const GeneratorInputs& in) const {
 
 torch::Tensor VAVAEObjectiveImpl::reconstruction_loss(const GeneratorInputs& in, torch::Tensor* rec_mean) {
   torch::Tensor rec = (in.images - in.reconstructions).abs();
-  if (config.perceptual_weight > 0) rec = rec + config.perceptual_weight * perceptual_loss->forward(in.images, in.reconstructions);
+  if (config_.perceptual_weight > 0) rec = rec + config_.perceptual_weight * perceptual_loss->forward(in.images, in.reconstructions);
   *rec_mean = rec.mean().detach();
   return torch::sum(rec / torch::exp(logvar) + logvar) / static_cast<double>(in.images.size(0));
 }
 
-double VAVAEObjectiveImpl::disc_factor_at(int64_t step) const { return step < config.disc_start ? 0.0 : config.disc_factor; }
+double VAVAEObjectiveImpl::disc_factor_at(int64_t step) const { return step < config_.disc_start ? 0.0 : config_.disc_factor; }
 
 StepResult VAVAEObjectiveImpl::finish(const Terms& t, int64_t step) const {
   const double disc_factor = disc_factor_at(step);
   StepResult r;
-  r.loss = t.nll + config.kl_weight * t.kl;
+  r.loss = t.nll + config_.kl_weight * t.kl;
   if (t.g.defined()) r.loss = r.loss + t.d_weight * disc_factor * t.g;
   if (t.vf.defined()) r.loss = r.loss + t.vf_weight * t.vf;
   r.log = {{"total_loss", scalar(r.loss)}, {"logvar", scalar(logvar)},     {"kl_loss", scalar(t.kl)},
@@ -88,14 +97,14 @@ StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t
   t.nll = reconstruction_loss(in, &t.rec_mean);
   t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
   t.g = -torch::mean(discriminator->forward(in.reconstructions));
-  t.d_weight = config.disc_factor > 0 && training
-                   ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4) * config.disc_weight
+  t.d_weight = config_.disc_factor > 0 && training
+                   ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4) * config_.disc_weight
                    : zero;
   if (in.z_proj.defined()) {
-    t.vf = vf_loss(in.z_proj, in.features, config.vf).total;
+    t.vf = vf_loss(in.z_proj, in.features, config_.vf).total;
     if (!training) t.vf_weight = zero;  // upstream's validation falls back to 0
-    else if (config.adaptive_vf) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config.vf_weight;
-    else t.vf_weight = torch::full({}, config.vf_weight, in.images.options());
+    else if (config_.adaptive_vf) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config_.vf_weight;
+    else t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
   }
   return finish(t, step);
 }
@@ -107,7 +116,7 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
   using torch::autograd::grad;
   const torch::Tensor& x_hat = in.reconstructions;
   const double disc_factor = disc_factor_at(step);
-  const bool gan = disc_factor > 0 || (log_gan_before_start && config.disc_factor > 0);
+  const bool gan = disc_factor > 0 || (log_gan_before_start && config_.disc_factor > 0);
   Terms t;
   t.nll = reconstruction_loss(in, &t.rec_mean);
   t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
@@ -122,28 +131,28 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
     t.g = -torch::mean(discriminator->forward(x_hat));
     const torch::Tensor dg_dx = grad({t.g}, {x_hat})[0];
     auto last_layer = [&](const torch::Tensor& upstream) { return grad({x_hat}, {in.decoder_last_layer}, {upstream}, true)[0]; };
-    t.d_weight = torch::clamp(last_layer(dnll_dx).norm() / (last_layer(dg_dx).norm() + 1e-4), 0.0, 1e4) * config.disc_weight;
+    t.d_weight = torch::clamp(last_layer(dnll_dx).norm() / (last_layer(dg_dx).norm() + 1e-4), 0.0, 1e4) * config_.disc_weight;
     if (disc_factor > 0) dx_total = dnll_dx + t.d_weight * disc_factor * dg_dx;
   }
   // 3. Through the decoder once with the combined gradient: decoder weights and d/dz.
   std::vector<torch::Tensor> targets{in.z};
   targets.insert(targets.end(), in.decoder_parameters.begin(), in.decoder_parameters.end());
-  const bool need_pure_nll = in.z_proj.defined() && config.adaptive_vf && !dx_total.is_same(dnll_dx);
+  const bool need_pure_nll = in.z_proj.defined() && config_.adaptive_vf && !dx_total.is_same(dnll_dx);
   const auto dec_grads = grad({x_hat}, targets, {dx_total}, /*retain_graph=*/need_pure_nll);
   // 4. vf_weight from d nll / d Wenc: the decoder's d/dz already is d nll / dz unless the GAN term
   //    joined it, then one more decoder pass without weight gradients.
   torch::Tensor dz_dec = dec_grads[0];
   std::vector<torch::Tensor> roots{in.z}, root_grads{dz_dec};
-  torch::Tensor encoder_side = config.kl_weight * t.kl;
+  torch::Tensor encoder_side = config_.kl_weight * t.kl;
   if (in.z_proj.defined()) {
-    t.vf = vf_loss(in.z_proj, in.features, config.vf).total;
-    if (config.adaptive_vf) {
+    t.vf = vf_loss(in.z_proj, in.features, config_.vf).total;
+    if (config_.adaptive_vf) {
       const torch::Tensor dnll_dz = need_pure_nll ? grad({x_hat}, {in.z}, {dnll_dx})[0] : dz_dec;
       const torch::Tensor a = grad({in.z}, {in.encoder_last_layer}, {dnll_dz}, true)[0];
       const torch::Tensor b = grad({t.vf}, {in.encoder_last_layer}, {}, true)[0];
-      t.vf_weight = torch::clamp(a.norm() / (b.norm() + 1e-4), 0.0, 1e8) * config.vf_weight;
+      t.vf_weight = torch::clamp(a.norm() / (b.norm() + 1e-4), 0.0, 1e8) * config_.vf_weight;
     } else {
-      t.vf_weight = torch::full({}, config.vf_weight, in.images.options());
+      t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
     }
     encoder_side = encoder_side + t.vf_weight.detach() * t.vf;
   }
@@ -163,7 +172,7 @@ StepResult VAVAEObjectiveImpl::discriminator_loss(const torch::Tensor& images, c
   const torch::Tensor logits_fake = discriminator->forward(reconstructions.detach());
   const double disc_factor = disc_factor_at(step);
   const torch::Tensor d_loss =
-      config.disc_loss == "hinge"
+      config_.disc_loss == "hinge"
           ? 0.5 * (torch::mean(torch::relu(1.0 - logits_real)) + torch::mean(torch::relu(1.0 + logits_fake)))
           : 0.5 * (torch::mean(torch::softplus(-logits_real)) + torch::mean(torch::softplus(logits_fake)));
   StepResult r;

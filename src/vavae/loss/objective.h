@@ -75,12 +75,17 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   // LPIPS stays in eval mode whatever the objective's mode (upstream builds it with .eval()).
   void train(bool on = true) override;
 
-  ObjectiveConfig config;
+  const ObjectiveConfig& config() const { return config_; }
+  // Switches the loss settings (a new training stage). The keys that shape modules
+  // (disc_num_layers, disc_ndf, disc_in_channels, use_actnorm, logvar_init) must not change.
+  void set_config(const ObjectiveConfig& c);
+
   torch::Tensor logvar;
   nn::LPIPS perceptual_loss{nullptr};
   nn::PatchGAN discriminator{nullptr};
 
  private:
+  ObjectiveConfig config_;
   struct Terms {
     torch::Tensor nll, kl, rec_mean, g, d_weight, vf, vf_weight;
   };

@@ -64,7 +64,7 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
   // Adam on zero gradients, which keeps Adam's step count (bias correction) as upstream's. Only the
   // BatchNorm running statistics, used in eval mode alone, do not move during that phase.
   const auto disc_parameters = objective->discriminator->parameters();
-  if (discriminator_step < objective->config.disc_start) {
+  if (discriminator_step < objective->config().disc_start) {
     for (auto& p : disc_parameters) p.mutable_grad() = torch::zeros_like(p);
     log.discriminator = {{"disc_loss", 0.0}};
   } else {

@@ -69,6 +69,7 @@ std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_ep
     if (n <= 0) throw Error("the config sets no length: give trainer.max_steps, trainer.max_epochs or stages");
     config::StageConfig only;
     only.name = "train";
+    only.objective = c.objective;
     stages.push_back({only, 0, n});
   } else if (c.trainer.max_steps > 0) {
     cap = cap > 0 ? std::min(cap, c.trainer.max_steps) : c.trainer.max_steps;
@@ -262,9 +263,8 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   for (int64_t s = start; s < total; ++s) {
     const Stage& stage = stage_at(stages, s);
     if (stage.config.name != current_stage) {
-      loss::ObjectiveConfig oc2 = c.objective;
-      config::apply_stage(oc2, stage.config);
-      objective->config = oc2;
+      const loss::ObjectiveConfig& oc2 = stage.config.objective;
+      objective->set_config(oc2);
       current_stage = stage.config.name;
       std::cout << "stage '" << current_stage << "' from step " << s << ": vf_weight " << oc2.vf_weight << ", margins "
                 << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start " << oc2.disc_start << std::endl;

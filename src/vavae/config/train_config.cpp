@@ -33,7 +33,7 @@ void describe_split(DataSplitConfig& s, V& v, const std::string& p, const char* 
 template <typename V>
 void describe(TrainConfig& c, V& v) {
   v.key("weight_init", c.weight_init,
-        "weights to start from: a state dict in upstream's layout (autoencoder, linear_proj, loss.discriminator), loaded non-strictly");
+        "the autoencoder's starting weights: a state dict in upstream's layout (other keys are reported and skipped)");
   v.key("init_weight", c.weight_init, "upstream main.py's name for weight_init (the one it reads)");
   v.ignored("ckpt_path", "upstream reads it only to test a trained model; use weight_init to start from weights");
   v.fixed("model.target", "ldm.models.autoencoder.AutoencoderKL", "upstream's model class");
@@ -97,9 +97,6 @@ void validate(TrainConfig& c, const std::string& source) {
   c.use_vf = !c.foundation.use_vf.empty() && c.foundation.use_vf != "none";
   if (c.use_vf && !c.reverse_proj)
     throw Error(source + ": model.params.reverse_proj: only true (project the latent to the feature width) is supported, as released");
-  if (c.objective.perceptual_weight > 0 && c.lpips_weights.empty())
-    throw Error(source + ": model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
-                " but model.params.lpips.weights is not set (LPIPS needs VGG16 + linear-head weights; or set the weight to 0)");
   if (c.batch_size <= 0) throw Error(source + ": data.params.batch_size must be positive");
   for (auto* split : {&c.train, &c.validation}) {
     const std::string w = source + ": data.params." + (split == &c.train ? "train" : "validation");
@@ -254,6 +251,16 @@ std::string describe_resolved(const TrainConfig& config) {
   return out.str();
 }
 
+// Markdown table cells cannot hold a bare '|'.
+static std::string cell(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    if (ch == '|') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
 std::string keys_table() {
   TrainConfig defaults;
   SchemaLister lister;
@@ -263,10 +270,10 @@ std::string keys_table() {
   for (const auto& r : lister.rows) {
     std::string value = value_text(r.value);
     if (value.empty()) value = "\"\"";
-    out << "| `" << r.path << "` | " << (r.type == "fixed" ? "fixed" : r.type.substr(r.type.find(' ') + 1)) << " | `" << value
-        << "` | " << r.doc << (r.per_stage ? " (per stage)" : "") << " |\n";
+    out << "| `" << r.path << "` | " << (r.type == "fixed" ? "fixed" : r.type.substr(r.type.find(' ') + 1)) << " | `" << cell(value)
+        << "` | " << cell(r.doc) << (r.per_stage ? " (per stage)" : "") << " |\n";
   }
-  for (const auto& [path, reason] : lister.ignored_rows) out << "| `" << path << "` | ignored | | " << reason << " |\n";
+  for (const auto& [path, reason] : lister.ignored_rows) out << "| `" << path << "` | ignored | | " << cell(reason) << " |\n";
   out << "| `stages` | list | | phases: `name`, `steps` or `epochs`, and `lossconfig` with the keys marked per stage |\n";
   return out.str();
 }

@@ -187,7 +187,12 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     std::cout << "weight_init " << c.weight_init << ": " << io::load_into(*autoencoder, init).summary() << std::endl;
   }
   loss::VAVAEObjective objective(c.objective);
-  if (c.objective.perceptual_weight > 0) nn::load_lpips(*objective->perceptual_loss, c.lpips_weights, c.lpips_heads);
+  if (c.objective.perceptual_weight > 0) {
+    if (c.lpips_weights.empty())
+      throw Error("model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
+                  " but model.params.lpips.weights is not set (LPIPS needs VGG16 + linear-head weights; or set the weight to 0)");
+    nn::load_lpips(*objective->perceptual_loss, c.lpips_weights, c.lpips_heads);
+  }
   torch::nn::Conv2d projection{nullptr};
   FeatureExtractor features;
   if (c.use_vf) {

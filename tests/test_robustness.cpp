@@ -7,6 +7,7 @@
 
 #include "fixtures.h"
 #include "process.h"
+#include "tiny_run.h"
 #include "vavae/common/error.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
@@ -29,42 +30,11 @@ std::string file_text(const std::string& path) {
 
 std::string hostile(const std::string& name) { return std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/" + name; }
 
-// 32 smooth 16x16 images in two class folders.
-std::string make_images(const std::string& name) {
-  const std::string dir = scratch_dir(name);
-  torch::manual_seed(5);
-  for (int i = 0; i < 32; ++i) {
-    const std::string cls = dir + (i % 2 ? "/a" : "/b");
-    fs::create_directories(cls);
-    io::Image img;
-    img.height = img.width = 16;
-    const torch::Tensor ramp = torch::linspace(0, 1, 16).view({16, 1, 1}) * torch::linspace(0.5, 1, 16).view({1, 16, 1});
-    const torch::Tensor t = (ramp * torch::rand({1, 1, 3}) * 200 + 20).to(torch::kUInt8).contiguous();
-    img.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
-    io::write_png(cls + "/" + std::to_string(i) + ".png", img);
-  }
-  return dir;
-}
-
+// The robustness runs: GAN from batch 3, a checkpoint every step, no validation on the way.
 std::string config_text(const std::string& images, int64_t steps, const std::string& trainer_extra = "") {
-  return R"(model:
-  base_learning_rate: 1.0e-03
-  params:
-    embed_dim: 4
-    lossconfig:
-      params: {disc_start: 6, kl_weight: 1.0e-06, disc_weight: 0.5, perceptual_weight: 0.0, disc_num_layers: 2}
-    ddconfig: {double_z: true, z_channels: 4, resolution: 16, in_channels: 3, out_ch: 3, ch: 32, ch_mult: [1, 2],
-               num_res_blocks: 1, attn_resolutions: [], dropout: 0.0}
-data:
-  params:
-    batch_size: 4
-    num_workers: 1
-    train: {source: ")" + images + R"(", resolution: 16}
-    validation: {source: ")" + images + R"(", resolution: 16, limit: 4}
-trainer: {log_every: 1, val_every: 1000, checkpoint_every: 1, keep_checkpoints: 2, val_images: 4, seed: 3, threads: 1)" +
-         trainer_extra + R"(}
-stages:
-  - {name: only, steps: )" + std::to_string(steps) + "}\n";
+  TinyRun r;
+  r.disc_start = 6, r.val_every = 1000, r.checkpoint_every = 1, r.num_workers = 1, r.trainer_extra = trainer_extra;
+  return tiny_config(images, "stages:\n  - {name: only, steps: " + std::to_string(steps) + "}\n", r);
 }
 
 config::TrainConfig parse(const std::string& yaml) {
@@ -268,13 +238,13 @@ TEST(Robustness, TrainsOnAFolderOfDamagedAndExoticImages) {
   for (const auto& f : good) fs::copy_file(hostile("images/" + f), images + "/b/exotic_" + f);
   std::ofstream(images + "/a/notes.txt") << "not an image";
   const std::string dir = scratch_dir("mixed_run");
-  std::ofstream(dir + "/c.yaml") << config_text(images, 24);  // 46 images, 4 a batch: two epochs and more
+  std::ofstream(dir + "/c.yaml") << config_text(images, 36);  // 62 images, 4 a batch: two epochs and more
   const ProcessResult r = run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run"});
   ASSERT_EQ(r.code, 0) << r.err;
   for (const auto& f : bad) EXPECT_NE((r.out + r.err).find("skipping unreadable image: " + images + "/a/bad_" + f), std::string::npos) << f;
   for (const auto& f : good) EXPECT_EQ((r.out + r.err).find("exotic_" + f), std::string::npos) << f << " was skipped";
   EXPECT_GE(metric_lines(dir + "/run", "train").back().at("skipped_images").get<int64_t>(), static_cast<int64_t>(bad.size()));
-  EXPECT_EQ(metric_lines(dir + "/run", "train").size(), 24u);
+  EXPECT_EQ(metric_lines(dir + "/run", "train").size(), 36u);
 }
 
 TEST(Robustness, ImpossibleConfigsAndWrongWeightsNameTheCulprit) {
@@ -292,7 +262,7 @@ TEST(Robustness, ImpossibleConfigsAndWrongWeightsNameTheCulprit) {
     s.replace(s.find(from), from.size(), to);
     return s;
   };
-  EXPECT_NE(error_of(with("resolution: 16}", "resolution: 17}")).find("train.resolution 17 is not divisible by the downsampling factor 2"),
+  EXPECT_NE(error_of(with("resolution: 16, flip", "resolution: 17, flip")).find("train.resolution 17 is not divisible by the downsampling factor 2"),
             std::string::npos);
   EXPECT_NE(error_of(with("ch: 32,", "ch: 48,")).find("not divisible by GroupNorm's 32 groups"), std::string::npos);
   EXPECT_NE(error_of(with("batch_size: 4", "batch_size: 0")).find("batch_size must be positive"), std::string::npos);

@@ -184,6 +184,30 @@ TEST_F(ObjectiveFixture, DiscriminatorBranch) {
   expect_gradients(r.loss, "disc");
 }
 
+// Upstream's image logger leaves LPIPS in train mode after the first batch, so its dropout is
+// active in training from then on ("upstream"); "off" keeps it in eval mode throughout.
+TEST_F(ObjectiveFixture, LpipsDropoutIsActiveOnlyAfterTheSwitchAndOnlyInUpstreamMode) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = input("x");
+  const torch::Tensor y = x.flip({3});
+  auto lpips = [&] { return objective->perceptual_loss->forward(x, y); };
+  const torch::Tensor reference = lpips();
+  EXPECT_TRUE(torch::equal(lpips(), reference)) << "built in eval mode, as upstream";
+  objective->set_lpips_dropout(true);
+  torch::manual_seed(1);
+  const torch::Tensor with_dropout = lpips();
+  EXPECT_FALSE(torch::equal(with_dropout, reference)) << "dropout after the switch in train mode";
+  objective->eval();
+  EXPECT_TRUE(torch::equal(lpips(), reference)) << "validation: eval mode";
+  objective->train();
+  EXPECT_FALSE(torch::equal(lpips(), reference));
+  loss::ObjectiveConfig off = objective->config();
+  off.lpips_dropout = "off";
+  objective->set_config(off);
+  objective->set_lpips_dropout(true);
+  EXPECT_TRUE(torch::equal(lpips(), reference)) << "off: never";
+}
+
 TEST(Objective, WorksWithoutLpipsWeightsOnlyWhenItsWeightIsZero) {
   torch::manual_seed(2);
   loss::ObjectiveConfig c;

@@ -44,6 +44,9 @@ void describe_objective(loss::ObjectiveConfig& o, V& v, const std::string& p) {
   v.key(p + "distmat_margin", o.vf.distmat_margin, "margin m2 of the marginal distance-matrix term", kPerStage);
   v.key(p + "cos_weight", o.vf.cos_weight, "weight of the cosine term inside the VF loss", kPerStage);
   v.key(p + "distmat_weight", o.vf.distmat_weight, "weight of the distance-matrix term inside the VF loss", kPerStage);
+  v.key(p + "lpips_dropout", o.lpips_dropout,
+        "upstream: LPIPS dropout active in training from the end of the first batch, as upstream's image logger leaves it "
+        "(the released model trained so); off: LPIPS always in eval mode");
   v.fixed(p + "disc_conditional", false, "conditional discriminators are not supported (false, as released)");
   v.fixed(p + "pp_style", false, "upstream's alternative VF formulation is not supported (false, as released)");
 }

@@ -34,6 +34,8 @@ void validate_objective(const loss::ObjectiveConfig& c, const std::string& where
   if (c.disc_loss != "hinge" && c.disc_loss != "vanilla")
     throw Error(where + ".disc_loss must be 'hinge' or 'vanilla', got '" + c.disc_loss + "'");
   if (c.disc_start < 0) throw Error(where + ".disc_start must be >= 0");
+  if (c.lpips_dropout != "upstream" && c.lpips_dropout != "off")
+    throw Error(where + ".lpips_dropout must be 'upstream' or 'off', got '" + c.lpips_dropout + "'");
   if (c.disc_num_layers < 1 || c.disc_num_layers > 8) throw Error(where + ".disc_num_layers must be in [1, 8]");
   if (c.disc_ndf < 1 || c.disc_in_channels < 1) throw Error(where + ".disc_ndf and disc_in_channels must be positive");
 }

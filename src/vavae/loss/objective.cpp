@@ -45,11 +45,17 @@ void VAVAEObjectiveImpl::set_config(const ObjectiveConfig& c) {
   if (c.disc_loss != "hinge" && c.disc_loss != "vanilla")
     throw Error("lossconfig.params.disc_loss must be 'hinge' or 'vanilla', got '" + c.disc_loss + "'");
   config_ = c;
+  if (config_.lpips_dropout != "upstream") set_lpips_dropout(false);
+}
+
+void VAVAEObjectiveImpl::set_lpips_dropout(bool active) {
+  lpips_dropout_ = active && config_.lpips_dropout == "upstream";
+  perceptual_loss->train(lpips_dropout_ && is_training());
 }
 
 void VAVAEObjectiveImpl::train(bool on) {
   torch::nn::Module::train(on);
-  perceptual_loss->eval();
+  perceptual_loss->train(on && lpips_dropout_);
 }
 
 void VAVAEObjectiveImpl::check(const GeneratorInputs& in) const {

@@ -31,6 +31,10 @@ struct ObjectiveConfig {
   double vf_weight = 1e2;
   bool adaptive_vf = false;
   VFLossConfig vf;
+  // upstream: LPIPS's dropout layers are active in training once the trainer says so (upstream's
+  // image logger puts the whole module in train mode after the first batch); off: LPIPS is always
+  // evaluated in eval mode, as it was built.
+  std::string lpips_dropout = "upstream";
 };
 
 // Logged values under upstream's names (without the "train/" prefix).
@@ -72,8 +76,10 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   StepResult generator_backward(const GeneratorInputs& in, int64_t step);
   bool log_gan_before_start = false;
   StepResult discriminator_loss(const torch::Tensor& images, const torch::Tensor& reconstructions, int64_t step);
-  // LPIPS stays in eval mode whatever the objective's mode (upstream builds it with .eval()).
+  // LPIPS is built in eval mode (as upstream) and follows the objective's mode only once
+  // set_lpips_dropout(true) was called.
   void train(bool on = true) override;
+  void set_lpips_dropout(bool active);
 
   const ObjectiveConfig& config() const { return config_; }
   // Switches the loss settings (a new training stage). The keys that shape modules
@@ -86,6 +92,7 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
 
  private:
   ObjectiveConfig config_;
+  bool lpips_dropout_ = false;
   struct Terms {
     torch::Tensor nll, kl, rec_mean, g, d_weight, vf, vf_weight;
   };

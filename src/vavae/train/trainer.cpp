@@ -134,6 +134,9 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
   torch::NoGradGuard no_grad;
   const bool was_training = autoencoder->is_training();
   autoencoder->eval();
+  // Validation measures LPIPS without dropout, as Lightning's evaluation mode does upstream.
+  const bool lpips_was_training = lpips && lpips->is_training();
+  if (lpips) lpips->eval();
   const int64_t n = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
   EvalResult r;
   double lpips_sum = 0;
@@ -167,6 +170,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
   if (lpips) r.lpips = lpips_sum / static_cast<double>(r.images);
   r.grid = io::make_grid({grid_in, grid_out});
   if (was_training) autoencoder->train();
+  if (lpips_was_training) lpips->train();
   return r;
 }
 
@@ -229,6 +233,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     start = load_checkpoint(ckpt, step, noise).step;
     truncate_metrics(metrics_path, start);
     std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
+    if (start > 0 && c.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
   }
   std::cout << "training on " << loader.dataset().describe() << ": " << total << " steps of " << c.batch_size << " ("
             << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
@@ -299,6 +304,9 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     } else {
       nonfinite_in_a_row = 0;
     }
+    // Upstream's image logger first fires at the end of the first batch and then calls .train()
+    // on the whole module, LPIPS included: from then on its dropout is active.
+    if (done == 1 && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
     if (!log.skipped && (done % c.trainer.log_every == 0 || done == total)) {
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
                              {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};

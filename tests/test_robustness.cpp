@@ -301,6 +301,21 @@ TEST(Robustness, AFoundationModelWhoseGridCannotMatchIsAConfigError) {
   EXPECT_NE(r.err.find("patch size 5"), std::string::npos) << r.err;
 }
 
+TEST(Robustness, AMissingFoundationModelFileSaysWhereAndWhatWritesIt) {
+  const std::string images = make_images("missing_fm_images");
+  const std::string dir = scratch_dir("missing_fm");
+  std::string yaml = config_text(images, 2);
+  yaml.replace(yaml.find("    embed_dim: 4"), 16, "    embed_dim: 4\n    use_vf: runs/nowhere/fm.safetensors");
+  std::ofstream(dir + "/c.yaml") << yaml;
+  const ProcessResult r = run_vavae({"train", "--config", dir + "/c.yaml", "--output", dir + "/run"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("model.params.use_vf: runs/nowhere/fm.safetensors does not exist (relative paths are taken from the working "
+                       "directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("`vavae train-fm --output runs/nowhere` writes"), std::string::npos) << r.err;
+}
+
 TEST(Robustness, AnOldCheckpointWithSerialisedOptimizersIsRefusedNotExecuted) {
   const std::string images = make_images("old_images");
   const std::string dir = scratch_dir("old_format");

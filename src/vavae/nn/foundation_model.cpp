@@ -51,6 +51,12 @@ FoundationModel make_foundation_model(const FoundationSpec& spec) {
     c.input_size = meta.count("input_resolution") ? parse_count(meta.at("input_resolution"), spec.use_vf + ": metadata input_resolution") : 0;
     weights = spec.use_vf;
   } else {
+    // A path rather than a model name: say where it was looked for and what writes one.
+    const bool looks_like_path = spec.use_vf.find('/') != std::string::npos || io::ends_with(spec.use_vf, ".safetensors");
+    if (looks_like_path)
+      throw Error("model.params.use_vf: " + spec.use_vf + " does not exist (relative paths are taken from the working directory, " +
+                  std::filesystem::current_path().string() + "); `vavae train-fm --output " +
+                  std::filesystem::path(spec.use_vf).parent_path().string() + "` writes a foundation model there as fm.safetensors");
     const std::string name = spec.use_vf == "dinov2" ? "vit_large_patch14_dinov2.lvd142m"
                              : spec.use_vf == "mae"  ? "vit_large_patch16_224.mae"
                                                      : spec.use_vf;

@@ -7,6 +7,7 @@
 #include "process.h"
 #include "vavae/common/error.h"
 #include "vavae/config/config_file.h"
+#include "vavae/config/describe.h"
 #include "vavae/config/train_config.h"
 
 namespace vavae::test {
@@ -112,8 +113,35 @@ TEST(UpstreamConfigs, DryRunPrintsEveryKeyWithItsOriginAndLoadsNothing) {
 
 // The resolved config (config.yaml of a run) reads back to the same config, and every shipped
 // config survives the trip.
+// A config named after an upstream file holds that file's recipe.
+TEST(ConfigSchema, TheMirrorsMatchTheUpstreamFilesTheyAreNamedAfter) {
+  for (const char* name : {"f16d32_vfdinov2.yaml", "f16d32_ldm.yaml"}) {
+    SCOPED_TRACE(name);
+    const config::TrainConfig mirror = read(std::string("configs/") + name);
+    const config::TrainConfig upstream = read(std::string("configs/upstream/") + name);
+    EXPECT_EQ(mirror.stages.size(), 0u);
+    EXPECT_EQ(mirror.trainer.max_epochs, upstream.trainer.max_epochs);
+    EXPECT_EQ(mirror.batch_size, upstream.batch_size);
+    EXPECT_EQ(mirror.learning_rate, upstream.learning_rate);
+    EXPECT_EQ(mirror.use_vf, upstream.use_vf);
+    EXPECT_EQ(mirror.train.flip, upstream.train.flip);
+    EXPECT_EQ(mirror.train.random_crop, upstream.train.random_crop);
+    config::SchemaWriter a, b;
+    loss::ObjectiveConfig mo = mirror.objective, uo = upstream.objective;
+    config::describe_objective(mo, a, "");
+    config::describe_objective(uo, b, "");
+    EXPECT_EQ(a.tree, b.tree) << "loss settings";
+    config::SchemaWriter am, bm;
+    nn::AutoencoderConfig ma = mirror.autoencoder, ua = upstream.autoencoder;
+    config::describe_autoencoder(ma, am, "");
+    config::describe_autoencoder(ua, bm, "");
+    EXPECT_EQ(am.tree, bm.tree) << "model shape";
+  }
+}
+
 TEST(ConfigSchema, TheResolvedConfigRoundTrips) {
-  for (const char* file : {"configs/fashion_mnist_vf.yaml", "configs/f16d32_vfdinov2.yaml", "configs/f16d32_ldm.yaml",
+  for (const char* file : {"configs/fashion_mnist_vf.yaml", "configs/f16d32_vfdinov2.yaml", "configs/f16d32_vfdinov2_released.yaml",
+                           "configs/f16d32_ldm.yaml",
                            "configs/upstream/f16d32_vfdinov2.yaml", "configs/upstream/f16d32_ldm.yaml"}) {
     SCOPED_TRACE(file);
     const config::TrainConfig first = read(file);
@@ -129,8 +157,11 @@ TEST(ConfigSchema, TheResolvedConfigRoundTrips) {
 }
 
 TEST(ConfigSchema, StagesResolveToCompleteObjectivesAtParseTime) {
-  const config::TrainConfig c = read("configs/f16d32_vfdinov2.yaml");
+  const config::TrainConfig c = read("configs/f16d32_vfdinov2_released.yaml");
   ASSERT_EQ(c.stages.size(), 3u);
+  for (const auto& s : c.stages) EXPECT_TRUE(s.restart) << s.name;
+  EXPECT_EQ(c.stages[0].objective.disc_start, 5001);
+  EXPECT_EQ(c.stages[1].objective.disc_start, 1);
   EXPECT_EQ(c.stages[0].objective.vf_weight, 0.5);
   EXPECT_EQ(c.stages[0].objective.vf.cos_margin, 0.0);
   EXPECT_EQ(c.stages[2].objective.vf.cos_margin, 0.5);

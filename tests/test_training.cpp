@@ -71,6 +71,30 @@ TEST(Training, LossFallsStagesSwitchAndTheRunFolderIsComplete) {
   EXPECT_GT(s.final_eval.psnr, 0);
 }
 
+// Upstream ran each stage of the released recipe as a new run; `restart: true` does the same.
+TEST(Training, RestartedStagesBeginAsNewRuns) {
+  const std::string images = make_images("restart_images");
+  TinyRun r;
+  r.disc_start = 4;  // upstream steps: the GAN term from the third batch of a run
+  for (const bool restart : {true, false}) {
+    SCOPED_TRACE(restart ? "restart" : "continuous");
+    const auto c = parse(tiny_config(images, std::string("stages:\n  - {name: a, steps: 5}\n  - {name: b, steps: 4") +
+                                                 (restart ? ", restart: true" : "") + "}\n", r));
+    const std::string run = scratch_dir(restart ? "run_restart" : "run_continuous");
+    train::run_training(c, {run});
+    const auto lines = train_lines(run);
+    ASSERT_EQ(lines.size(), 9u);
+    EXPECT_FALSE(lines[1].contains("train/g_loss"));
+    EXPECT_TRUE(lines[2].contains("train/g_loss"));
+    EXPECT_EQ(lines[5].contains("train/g_loss"), !restart) << "the second stage counts disc_start from its start";
+    EXPECT_EQ(lines[6].contains("train/g_loss"), !restart);
+    EXPECT_TRUE(lines[7].contains("train/g_loss"));
+    io::SafetensorsReader last(train::find_checkpoint(run));
+    EXPECT_EQ(last.tensor("optimizer.generator.state.0.step").item<float>(), restart ? 4.0f : 9.0f) << "Adam restarted";
+    EXPECT_EQ(last.tensor("optimizer.discriminator.state.0.step").item<float>(), restart ? 4.0f : 9.0f);
+  }
+}
+
 TEST(Training, ResumingEqualsAnUninterruptedRun) {
   const std::string images = make_images("resume_images");
   const auto c = parse(tiny_config(images, "stages:\n  - {name: only, steps: 12}\n"));
@@ -148,12 +172,12 @@ TEST(Training, ConfigErrorsNameTheKey) {
 }
 
 TEST(Training, ShippedConfigsParse) {
-  for (const std::string name : {"fashion_mnist_vf.yaml", "f16d32_vfdinov2.yaml", "f16d32_ldm.yaml"}) {
+  for (const std::string name : {"fashion_mnist_vf.yaml", "f16d32_vfdinov2.yaml", "f16d32_vfdinov2_released.yaml", "f16d32_ldm.yaml"}) {
     const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/" + name;
     const config::TrainConfig c = config::train_config_from_json(config::load_config_file(path), path);
     EXPECT_GT(c.batch_size, 0) << name;
   }
-  const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/f16d32_vfdinov2.yaml";
+  const std::string path = std::string(VAVAE_SOURCE_DIR) + "/configs/f16d32_vfdinov2_released.yaml";
   const config::TrainConfig released = config::train_config_from_json(config::load_config_file(path), path);
   EXPECT_EQ(released.objective.disc_start, 5001);  // upstream global steps: the GAN term from batch 2501
   ASSERT_EQ(released.stages.size(), 3u);

@@ -87,6 +87,7 @@ void describe_stage(StageConfig& s, V& v) {
   v.key("name", s.name, "shown in logs and metrics", kPerStage);
   v.key("steps", s.steps, "length in steps; or", kPerStage);
   v.key("epochs", s.epochs, "length in epochs", kPerStage);
+  v.key("restart", s.restart, "begin as a new run: fresh optimizer state, step counter (disc_start) from the stage's start", kPerStage);
   describe_objective(s.objective, v, "lossconfig.");
 }
 
@@ -209,6 +210,7 @@ TrainConfig train_config_from_json(const nlohmann::json& root, const std::string
     nlohmann::json j = {{"name", s.name}};
     if (s.steps > 0) j["steps"] = s.steps;
     else j["epochs"] = s.epochs;
+    if (s.restart) j["restart"] = true;
     SchemaWriter objective;
     describe_objective(s.objective, objective, "");
     for (const auto& key : s.overridden) j["lossconfig"][key] = objective.tree.at(key);
@@ -236,7 +238,8 @@ std::string describe_resolved(const TrainConfig& config) {
         << (origin == c.provenance.end() ? "default" : origin->second) << ")\n";
   }
   for (const auto& s : c.stages) {
-    out << "stage '" << s.name << "': " << (s.steps > 0 ? std::to_string(s.steps) + " steps" : json_text(s.epochs) + " epochs") << "\n";
+    out << "stage '" << s.name << "': " << (s.steps > 0 ? std::to_string(s.steps) + " steps" : json_text(s.epochs) + " epochs")
+        << (s.restart ? ", restarted (fresh optimizers, steps counted from its start)" : "") << "\n";
     loss::ObjectiveConfig o = s.objective;
     SchemaLister stage_lister;
     describe_objective(o, stage_lister, "");
@@ -274,7 +277,8 @@ std::string keys_table() {
         << "` | " << cell(r.doc) << (r.per_stage ? " (per stage)" : "") << " |\n";
   }
   for (const auto& [path, reason] : lister.ignored_rows) out << "| `" << path << "` | ignored | | " << cell(reason) << " |\n";
-  out << "| `stages` | list | | phases: `name`, `steps` or `epochs`, and `lossconfig` with the keys marked per stage |\n";
+  out << "| `stages` | list | | phases: `name`, `steps` or `epochs`, `restart` (a new run: fresh optimizers, steps counted from the "
+         "stage's start), and `lossconfig` with the keys marked per stage |\n";
   return out.str();
 }
 

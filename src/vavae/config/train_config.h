@@ -34,6 +34,9 @@ struct StageConfig {
   double epochs = 0;   // passes over the training split
   loss::ObjectiveConfig objective;
   std::vector<std::string> overridden;  // the lossconfig keys this stage sets
+  // Begin as a new run, as upstream ran each stage: fresh optimizer state, and upstream's step
+  // counter (disc_start, the first-batch LPIPS switch) counting from this stage's first batch.
+  bool restart = false;
 };
 
 struct TrainerConfig {

@@ -51,6 +51,7 @@ struct SignalScope {
 struct Stage {
   config::StageConfig config;
   int64_t begin = 0, end = 0;  // batch range
+  int64_t origin = 0;          // the batch where upstream's step counter was 0 (the last restart)
 };
 
 std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_epoch, int64_t cap) {
@@ -59,9 +60,11 @@ std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_ep
   auto steps_of = [&](int64_t steps, double epochs) {
     return steps > 0 ? steps : static_cast<int64_t>(std::ceil(epochs * static_cast<double>(batches_per_epoch)));
   };
+  int64_t origin = 0;
   for (const auto& s : c.stages) {
     const int64_t n = steps_of(s.steps, s.epochs);
-    stages.push_back({s, at, at + n});
+    if (s.restart) origin = at;
+    stages.push_back({s, at, at + n, origin});
     at += n;
   }
   if (stages.empty()) {
@@ -70,7 +73,7 @@ std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_ep
     config::StageConfig only;
     only.name = "train";
     only.objective = c.objective;
-    stages.push_back({only, 0, n});
+    stages.push_back({only, 0, n, 0});
   } else if (c.trainer.max_steps > 0) {
     cap = cap > 0 ? std::min(cap, c.trainer.max_steps) : c.trainer.max_steps;
   }
@@ -233,7 +236,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     start = load_checkpoint(ckpt, step, noise).step;
     truncate_metrics(metrics_path, start);
     std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
-    if (start > 0 && c.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
+    if (start > stage_at(stages, start).origin && c.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
   }
   std::cout << "training on " << loader.dataset().describe() << ": " << total << " steps of " << c.batch_size << " ("
             << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
@@ -276,13 +279,22 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       const loss::ObjectiveConfig& oc2 = stage.config.objective;
       objective->set_config(oc2);
       current_stage = stage.config.name;
-      std::cout << "stage '" << current_stage << "' from step " << s << ": vf_weight " << oc2.vf_weight << ", margins "
-                << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start " << oc2.disc_start << std::endl;
+      const bool restarting = stage.config.restart && s == stage.begin;
+      if (restarting) {
+        // A new run, as upstream started each stage: Adam from scratch, LPIPS as built.
+        step.generator_optimizer->state().clear();
+        step.discriminator_optimizer->state().clear();
+        objective->set_lpips_dropout(false);
+      }
+      std::cout << "stage '" << current_stage << "' from step " << s << (restarting ? " (restarted)" : "") << ": vf_weight "
+                << oc2.vf_weight << ", margins " << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start "
+                << oc2.disc_start << std::endl;
     }
     data::Batch batch = loader.next();
     if (o.before_step) o.before_step(s, batch.images);
-    // Upstream's global_step advances once per optimizer step: 2 per batch.
-    const IterationLog log = step.run(batch.images.to(device), 2 * s, 2 * s + 1, noise);
+    // Upstream's global_step advances once per optimizer step: 2 per batch, from the last restart.
+    const int64_t upstream_step = 2 * (s - stage.origin);
+    const IterationLog log = step.run(batch.images.to(device), upstream_step, upstream_step + 1, noise);
     const int64_t done = s + 1;
     if (log.skipped) {
       ++summary.skipped_steps;
@@ -306,7 +318,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     }
     // Upstream's image logger first fires at the end of the first batch and then calls .train()
     // on the whole module, LPIPS included: from then on its dropout is active.
-    if (done == 1 && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
+    if (s == stage.origin && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
     if (!log.skipped && (done % c.trainer.log_every == 0 || done == total)) {
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
                              {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};

@@ -74,7 +74,7 @@ TEST(Robustness, ANonFiniteBatchLeavesModelAndBothOptimizersUntouched) {
   torch::manual_seed(1);
   loss::ObjectiveConfig oc = c.objective;
   oc.disc_start = 0;  // both branches active
-  train::TrainStep step(nn::AutoencoderKL(c.autoencoder), loss::VAVAEObjective(oc), nullptr, nullptr, {});
+  train::TrainStep step(nn::AutoencoderKL(c.autoencoder), loss::VAVAEObjective(oc), nullptr, {});
   step.autoencoder->train();
   step.objective->train();
   const torch::Tensor images = torch::rand({2, 3, 16, 16}) * 2 - 1;

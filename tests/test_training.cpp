@@ -14,7 +14,9 @@
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
 #include "vavae/io/files.h"
+#include "vavae/io/weights.h"
 #include "vavae/nn/foundation_model.h"
+#include "vavae/nn/vit.h"
 #include "vavae/train/checkpoint.h"
 #include "vavae/train/trainer.h"
 #include "vavae/eval/report.h"
@@ -93,6 +95,76 @@ TEST(Training, RestartedStagesBeginAsNewRuns) {
     EXPECT_EQ(last.tensor("optimizer.generator.state.0.step").item<float>(), restart ? 4.0f : 9.0f) << "Adam restarted";
     EXPECT_EQ(last.tensor("optimizer.discriminator.state.0.step").item<float>(), restart ? 4.0f : 9.0f);
   }
+}
+
+// A small ViT written as train-fm writes it: 4-pixel patches on 16-pixel images, width 16.
+std::string write_small_foundation_model(const std::string& dir) {
+  nn::ViTConfig vc;
+  vc.patch_size = 4, vc.embed_dim = 16, vc.depth = 1, vc.num_heads = 2, vc.mlp_hidden = 32, vc.pos_grid = 4;
+  torch::manual_seed(21);
+  nn::ViT vit(vc);
+  const std::string path = dir + "/fm.safetensors";
+  io::write_safetensors(path, io::state_dict(*vit), {{"vavae_vit_config", nn::vit_config_to_json(vc)}, {"input_resolution", "16"}});
+  return path;
+}
+
+std::string with_vf(std::string yaml, const std::string& fm, const std::string& more_params = "") {
+  yaml.replace(yaml.find("    embed_dim: 4"), 16, "    embed_dim: 4\n    use_vf: " + fm + more_params);
+  yaml.replace(yaml.find("kl_weight"), 9, "vf_weight: 0.1, adaptive_vf: true, kl_weight");
+  return yaml;
+}
+
+// The VF head's options and starting weights: reverse_proj false, proj_fix, weight_init and
+// ckpt_path (with ignore_keys) from an upstream-layout state dict.
+TEST(Training, TheVfHeadAndStartingWeightsFollowUpstream) {
+  const std::string images = make_images("vf_head_images");
+  const std::string dir = scratch_dir("vf_head");
+  const std::string fm = write_small_foundation_model(dir);
+  const std::string two_steps = "stages:\n  - {name: only, steps: 2}\n";
+
+  const std::string first = dir + "/first";
+  train::run_training(parse(with_vf(tiny_config(images, two_steps), fm)), {first});
+  // An upstream-layout state dict: the model under upstream's names, plus keys the model does not own.
+  io::SafetensorsReader trained(train::find_checkpoint(first));
+  io::NamedTensors state;
+  for (const auto& e : trained.entries())
+    if (e.name.rfind("optimizer.", 0) != 0 && e.name.rfind("trainer.", 0) != 0) state.emplace_back(e.name, trained.tensor(e.name));
+  for (auto& [name, t] : state)  // the discriminator has not moved before disc_start: make it recognisable
+    if (name == "loss.discriminator.main.0.weight") t = t + 1;
+  state.emplace_back("foundation_model.model.cls_token", torch::zeros({1, 1, 16}));
+  const std::string init = dir + "/init.safetensors";
+  io::write_safetensors(init, state);
+  auto tensor_of = [](const std::string& file, const std::string& name) { return io::SafetensorsReader(file).tensor(name); };
+
+  // weight_init with a zero learning rate: the first checkpoint holds exactly what was loaded.
+  std::string frozen = with_vf(tiny_config(images, "weight_init: " + init + "\n" + two_steps), fm);
+  frozen.replace(frozen.find("base_learning_rate: 1.0e-03"), 27, "base_learning_rate: 0.0");
+  train::run_training(parse(frozen), {dir + "/init_run"});
+  const std::string loaded = train::find_checkpoint(dir + "/init_run");
+  for (const char* name : {"linear_proj.weight", "loss.discriminator.main.0.weight", "encoder.conv_in.weight", "decoder.conv_out.bias"})
+    EXPECT_TRUE(torch::equal(tensor_of(loaded, name), tensor_of(init, name))) << name;
+
+  // ckpt_path with ignore_keys: the discriminator is not taken from the file.
+  std::string partial = with_vf(tiny_config(images, two_steps), fm, "\n    ckpt_path: " + init + "\n    ignore_keys: [loss.discriminator]");
+  partial.replace(partial.find("base_learning_rate: 1.0e-03"), 27, "base_learning_rate: 0.0");
+  train::run_training(parse(partial), {dir + "/ckpt_run"});
+  const std::string from_ckpt = train::find_checkpoint(dir + "/ckpt_run");
+  EXPECT_TRUE(torch::equal(tensor_of(from_ckpt, "encoder.conv_in.weight"), tensor_of(init, "encoder.conv_in.weight")));
+  EXPECT_FALSE(torch::equal(tensor_of(from_ckpt, "loss.discriminator.main.0.weight"), tensor_of(init, "loss.discriminator.main.0.weight")));
+
+  // reverse_proj false: features projected down to embed_dim, with bias.
+  train::run_training(parse(with_vf(tiny_config(images, two_steps), fm, "\n    reverse_proj: false")), {dir + "/forward_proj"});
+  const std::string forward = train::find_checkpoint(dir + "/forward_proj");
+  EXPECT_EQ(tensor_of(forward, "linear_proj.weight").sizes(), (std::vector<int64_t>{4, 16, 1, 1}));
+  EXPECT_EQ(tensor_of(forward, "linear_proj.bias").sizes(), (std::vector<int64_t>{4}));
+  EXPECT_TRUE(train_lines(dir + "/forward_proj").back().contains("train/vf_loss"));
+
+  // proj_fix: linear_proj is in no optimizer and keeps its initial value.
+  train::run_training(parse(with_vf(tiny_config(images, two_steps), fm, "\n    proj_fix: true")), {dir + "/fixed"});
+  io::SafetensorsReader fixed(train::find_checkpoint(dir + "/fixed"));
+  const auto groups = nlohmann::json::parse(fixed.metadata().at("optimizer.generator.param_groups"));
+  nn::AutoencoderKL shape_only(parse(tiny_config(images)).autoencoder);
+  EXPECT_EQ(groups.at(0).at("params").get<size_t>(), shape_only->parameters().size());
 }
 
 TEST(Training, ResumingEqualsAnUninterruptedRun) {

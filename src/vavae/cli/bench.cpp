@@ -118,16 +118,12 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
   objective->to(device);
   autoencoder->train();
   objective->train();
-  torch::nn::Conv2d projection{nullptr};
-  train::FeatureExtractor features;
+  nn::VFHead vf_head{nullptr};
   if (!o.no_vf) {
-    nn::FoundationModel foundation = bench_foundation_model(o.config, config);
-    foundation->to(device);
-    projection = torch::nn::Conv2d(torch::nn::Conv2dOptions(config.embed_dim, foundation->config.vit.embed_dim, 1).bias(false));
-    projection->to(device);
-    features = [foundation](const torch::Tensor& images) mutable { return foundation->features(images); };
+    vf_head = nn::VFHead(bench_foundation_model(o.config, config), config.embed_dim, /*reverse_proj=*/true, /*proj_fix=*/false);
+    vf_head->to(device);
   }
-  train::TrainStep step(autoencoder, objective, projection, features, {});
+  train::TrainStep step(autoencoder, objective, vf_head, {});
   const torch::Tensor x = torch::rand({o.batch, 3, o.resolution, o.resolution}, device) * 2 - 1;
   int64_t batch = 0;
   train::IterationLog last;

@@ -33,17 +33,22 @@ void describe_split(DataSplitConfig& s, V& v, const std::string& p, const char* 
 template <typename V>
 void describe(TrainConfig& c, V& v) {
   v.key("weight_init", c.weight_init,
-        "the autoencoder's starting weights: a state dict in upstream's layout (other keys are reported and skipped)");
+        "starting weights: a state dict in upstream's layout (autoencoder, linear_proj, loss.discriminator, loss.perceptual_loss), "
+        "loaded non-strictly; skipped keys are reported");
   v.key("init_weight", c.weight_init, "upstream main.py's name for weight_init (the one it reads)");
   v.ignored("ckpt_path", "upstream reads it only to test a trained model; use weight_init to start from weights");
   v.fixed("model.target", "ldm.models.autoencoder.AutoencoderKL", "upstream's model class");
   v.key("model.base_learning_rate", c.learning_rate, "Adam's learning rate (upstream does not scale it by batch size or GPUs)");
   v.ignored("model.params.monitor", "Lightning's checkpoint selection; vavae keeps the last trainer.keep_checkpoints");
-  v.ignored("model.params.ckpt_path", "upstream's test-time weights; use weight_init to start from weights");
+  v.key("model.params.ckpt_path", c.ckpt_path,
+        "weights the model starts from (upstream's init_from_ckpt), loaded non-strictly like weight_init, before it");
+  v.key("model.params.ignore_keys", c.ignore_keys, "key prefixes dropped from ckpt_path's state dict before loading");
   v.key("model.params.embed_dim", c.autoencoder.embed_dim, "latent channels E");
   v.key("model.params.use_vf", c.foundation.use_vf,
         "foundation model of the VF loss: dinov2, mae, a timm ViT name or a train-fm checkpoint; empty or none: no VF loss");
-  v.key("model.params.reverse_proj", c.reverse_proj, "linear_proj maps the latent to the feature width (true, as released)");
+  v.key("model.params.reverse_proj", c.reverse_proj,
+        "true (released): linear_proj maps the latent to the feature width, no bias; false: it maps the features to embed_dim, with bias");
+  v.key("model.params.proj_fix", c.proj_fix, "freeze linear_proj (not trained)");
   v.key("model.params.foundation.weights", c.foundation.weights, "the foundation model's weight file (timm or official names)");
   v.key("model.params.foundation.input_mode", c.foundation.input_mode,
         "upstream: the [-1, 1] image as the original feeds it; imagenet: ImageNet normalisation");
@@ -96,8 +101,6 @@ void validate(TrainConfig& c, const std::string& source) {
   validate_objective(c.objective, source + ": model.params.lossconfig.params");
   for (const auto& s : c.stages) validate_objective(s.objective, source + ": stage '" + s.name + "' lossconfig");
   c.use_vf = !c.foundation.use_vf.empty() && c.foundation.use_vf != "none";
-  if (c.use_vf && !c.reverse_proj)
-    throw Error(source + ": model.params.reverse_proj: only true (project the latent to the feature width) is supported, as released");
   if (c.batch_size <= 0) throw Error(source + ": data.params.batch_size must be positive");
   for (auto* split : {&c.train, &c.validation}) {
     const std::string w = source + ": data.params." + (split == &c.train ? "train" : "validation");

@@ -61,6 +61,7 @@ struct TrainConfig {
   loss::ObjectiveConfig objective;
   bool use_vf = false;  // foundation.use_vf names a model
   bool reverse_proj = true;
+  bool proj_fix = false;
   nn::FoundationSpec foundation;
   std::string lpips_weights, lpips_heads;  // model.params.lpips: needed when perceptual_weight > 0
   double learning_rate = 1e-4;
@@ -69,6 +70,8 @@ struct TrainConfig {
   TrainerConfig trainer;
   int64_t precision = 32;
   std::string weight_init;
+  std::string ckpt_path;                 // model.params.ckpt_path: upstream's init_from_ckpt
+  std::vector<std::string> ignore_keys;  // key prefixes ckpt_path's file loses first
   std::vector<StageConfig> stages;
 
   Provenance provenance;  // where each key's value came from; absent: the default

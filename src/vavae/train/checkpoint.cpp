@@ -131,7 +131,8 @@ void restore_generator(at::Generator& generator, const io::SafetensorsReader& re
 
 io::NamedTensors model_tensors(TrainStep& step) {
   io::NamedTensors out = io::state_dict(*step.autoencoder);
-  if (step.projection) out.emplace_back("linear_proj.weight", step.projection->weight);
+  if (step.vf_head)
+    for (const auto& [name, t] : io::state_dict(*step.vf_head->linear_proj)) out.emplace_back("linear_proj." + name, t);
   out.emplace_back("loss.logvar", step.objective->logvar);
   for (const auto& [k, t] : io::state_dict(*step.objective->discriminator)) out.emplace_back("loss.discriminator." + k, t);
   return out;
@@ -206,6 +207,48 @@ void remove_stale_temporaries(const std::string& folder) {
 void prune_checkpoints(const std::string& folder, int64_t keep) {
   const auto files = checkpoints_in(folder);
   for (size_t i = 0; i + static_cast<size_t>(keep) < files.size(); ++i) fs::remove(files[i]);
+}
+
+namespace {
+
+// The training modules under upstream's state-dict names, sharing their tensors.
+struct UpstreamLayoutImpl : torch::nn::Module {
+  explicit UpstreamLayoutImpl(TrainStep& step) {
+    register_module("encoder", step.autoencoder->encoder);
+    register_module("decoder", step.autoencoder->decoder);
+    register_module("quant_conv", step.autoencoder->quant_conv);
+    register_module("post_quant_conv", step.autoencoder->post_quant_conv);
+    if (step.vf_head) register_module("linear_proj", step.vf_head->linear_proj);
+    auto loss = std::make_shared<torch::nn::Module>();
+    loss->register_parameter("logvar", step.objective->logvar, /*requires_grad=*/false);
+    loss->register_module("discriminator", step.objective->discriminator);
+    loss->register_module("perceptual_loss", step.objective->perceptual_loss);
+    register_module("loss", loss);
+  }
+};
+
+}  // namespace
+
+io::LoadReport load_upstream_state_dict(TrainStep& step, const io::WeightFile& file, const std::vector<std::string>& ignore_keys) {
+  io::WeightFile kept = file;
+  kept.tensors.clear();
+  size_t dropped = 0;
+  for (const auto& [name, t] : file.tensors) {
+    bool drop = false;
+    for (const auto& prefix : ignore_keys) drop |= name.rfind(prefix, 0) == 0;
+    if (drop) ++dropped;
+    else kept.tensors.emplace_back(name, t);
+  }
+  UpstreamLayoutImpl layout(step);
+  io::LoadOptions partial;
+  partial.partial = true;
+  io::LoadReport report = io::load_into(layout, kept, partial);
+  if (!report.mismatched.empty())
+    throw Error(file.path + ": shape mismatch for " + report.mismatched.front() +
+                (report.mismatched.size() > 1 ? " and " + std::to_string(report.mismatched.size() - 1) + " more" : ""));
+  if (report.loaded == 0) throw Error(file.path + ": no tensor matches the model (is this an upstream-layout state dict?)");
+  if (dropped > 0) report.ignored["(ignore_keys)"] += dropped;
+  return report;
 }
 
 void export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder) {

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "vavae/io/weights.h"
 #include "vavae/train/train_step.h"
 
 // Training checkpoints: one safetensors file holding the model under upstream's names
@@ -30,6 +31,13 @@ void remove_stale_temporaries(const std::string& folder);
 
 // Deletes all but the newest `keep` step_*.safetensors in a folder.
 void prune_checkpoints(const std::string& folder, int64_t keep);
+
+// Loads a state dict in upstream's layout (a Lightning checkpoint's `state_dict`, or a vavae
+// checkpoint) non-strictly, as upstream's init_from_ckpt and main.py (strict=False) do: keys
+// starting with one of `ignore_keys` are dropped, every tensor whose name matches is copied into
+// the autoencoder, linear_proj, loss.logvar, loss.discriminator or loss.perceptual_loss (LPIPS);
+// a shape mismatch is an Error; the report says what was loaded and what skipped.
+io::LoadReport load_upstream_state_dict(TrainStep& step, const io::WeightFile& file, const std::vector<std::string>& ignore_keys = {});
 
 // The inference weights alone (the autoencoder, upstream names).
 void export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder);

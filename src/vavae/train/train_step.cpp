@@ -1,6 +1,7 @@
 #include "vavae/train/train_step.h"
 
 #include <cmath>
+#include <tuple>
 
 namespace vavae::train {
 namespace {
@@ -17,12 +18,11 @@ bool all_finite(const loss::LogValues& log, const std::vector<torch::Tensor>& pa
 
 }  // namespace
 
-TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, torch::nn::Conv2d proj, FeatureExtractor feats,
-                     const OptimizerConfig& o)
-    : autoencoder(std::move(ae)), objective(std::move(obj)), projection(std::move(proj)), features(std::move(feats)) {
+TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, nn::VFHead head, const OptimizerConfig& o)
+    : autoencoder(std::move(ae)), objective(std::move(obj)), vf_head(std::move(head)) {
   generator_parameters = autoencoder->parameters();
-  if (projection)
-    for (const auto& p : projection->parameters()) generator_parameters.push_back(p);
+  if (vf_head)
+    for (const auto& p : vf_head->trainable_parameters()) generator_parameters.push_back(p);
   const auto adam = torch::optim::AdamOptions(o.learning_rate).betas({o.beta1, o.beta2});
   generator_optimizer = std::make_unique<torch::optim::Adam>(generator_parameters, adam);
   discriminator_optimizer = std::make_unique<torch::optim::Adam>(objective->discriminator->parameters(), adam);
@@ -46,11 +46,7 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
   in.z = posterior.sample(noise);
   in.reconstructions = autoencoder->decode(in.z);
   in.kl = posterior.kl();
-  if (projection) {
-    in.z_proj = projection(in.z);
-    torch::NoGradGuard no_grad;
-    in.features = features(images);
-  }
+  if (vf_head) std::tie(in.z_proj, in.features) = vf_head->align(in.z, images);
   in.decoder_last_layer = autoencoder->decoder->conv_out->weight;
   in.encoder_last_layer = autoencoder->encoder->conv_out->weight;
   in.decoder_parameters = autoencoder->decoder->parameters();

@@ -6,6 +6,7 @@
 
 #include "vavae/loss/objective.h"
 #include "vavae/nn/autoencoder.h"
+#include "vavae/nn/vf_head.h"
 
 // One VA-VAE training iteration, as upstream's manual-optimisation training_step: the generator
 // step (autoencoder + projection, objective with both adaptive weights, Adam) and then the
@@ -14,9 +15,6 @@
 // step only once both gradients are known to be finite (the discriminator's inputs are detached
 // reconstructions, so the order changes no number).
 namespace vavae::train {
-
-// Frozen foundation features for a batch of images in [-1, 1]: [B, D, h', w'].
-using FeatureExtractor = std::function<torch::Tensor(const torch::Tensor& images)>;
 
 struct OptimizerConfig {
   double learning_rate = 1e-4;
@@ -31,10 +29,8 @@ struct IterationLog {
 
 class TrainStep {
  public:
-  // `projection` (z -> feature width, 1x1 conv without bias) and `features` are both set or both
-  // empty (no VF loss).
-  TrainStep(nn::AutoencoderKL autoencoder, loss::VAVAEObjective objective, torch::nn::Conv2d projection,
-            FeatureExtractor features, const OptimizerConfig& optimizer);
+  // `vf_head` empty: no VF loss.
+  TrainStep(nn::AutoencoderKL autoencoder, loss::VAVAEObjective objective, nn::VFHead vf_head, const OptimizerConfig& optimizer);
 
   // `generator_step` / `discriminator_step` are upstream's global_step values of the two branches.
   IterationLog run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
@@ -45,10 +41,9 @@ class TrainStep {
 
   nn::AutoencoderKL autoencoder;
   loss::VAVAEObjective objective;
-  torch::nn::Conv2d projection{nullptr};
-  FeatureExtractor features;
+  nn::VFHead vf_head{nullptr};
   std::unique_ptr<torch::optim::Adam> generator_optimizer, discriminator_optimizer;
-  std::vector<torch::Tensor> generator_parameters;  // autoencoder + projection (upstream: not loss.logvar)
+  std::vector<torch::Tensor> generator_parameters;  // autoencoder + linear_proj unless proj_fix (upstream: not loss.logvar)
 };
 
 }  // namespace vavae::train

@@ -189,34 +189,34 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
 
   torch::manual_seed(c.trainer.seed);
   nn::AutoencoderKL autoencoder(c.autoencoder);
-  if (!c.weight_init.empty()) {
-    const io::WeightFile init = io::read_weights(c.weight_init);
-    std::cout << "weight_init " << c.weight_init << ": " << io::load_into(*autoencoder, init).summary() << std::endl;
-  }
   loss::VAVAEObjective objective(c.objective);
-  if (c.objective.perceptual_weight > 0) {
-    if (c.lpips_weights.empty())
-      throw Error("model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
-                  " but model.params.lpips.weights is not set (LPIPS needs VGG16 + linear-head weights; or set the weight to 0)");
-    nn::load_lpips(*objective->perceptual_loss, c.lpips_weights, c.lpips_heads);
-  }
-  torch::nn::Conv2d projection{nullptr};
-  FeatureExtractor features;
+  if (c.objective.perceptual_weight > 0 && !c.lpips_weights.empty()) nn::load_lpips(*objective->perceptual_loss, c.lpips_weights, c.lpips_heads);
+  nn::VFHead vf_head{nullptr};
   if (c.use_vf) {
     nn::FoundationModel foundation = nn::make_foundation_model(c.foundation);
     foundation->to(device);
     check_feature_grid(*foundation, c, device);
-    projection = torch::nn::Conv2d(torch::nn::Conv2dOptions(c.autoencoder.embed_dim, foundation->config.vit.embed_dim, 1).bias(false));
-    features = [foundation](const torch::Tensor& images) mutable { return foundation->features(images); };
+    vf_head = nn::VFHead(foundation, c.autoencoder.embed_dim, c.reverse_proj, c.proj_fix);
   }
   autoencoder->to(device);
   objective->to(device);
-  if (projection) projection->to(device);
+  if (vf_head) vf_head->to(device);
   autoencoder->train();
   objective->train();
   OptimizerConfig oc;
   oc.learning_rate = c.learning_rate;
-  TrainStep step(autoencoder, objective, projection, features, oc);
+  TrainStep step(autoencoder, objective, vf_head, oc);
+  // Starting weights in upstream's order: the model's ckpt_path (with ignore_keys), then weight_init.
+  if (!c.ckpt_path.empty())
+    std::cout << "ckpt_path " << c.ckpt_path << ": "
+              << load_upstream_state_dict(step, io::read_weights(c.ckpt_path), c.ignore_keys).summary() << std::endl;
+  if (!c.weight_init.empty())
+    std::cout << "weight_init " << c.weight_init << ": " << load_upstream_state_dict(step, io::read_weights(c.weight_init)).summary()
+              << std::endl;
+  if (c.objective.perceptual_weight > 0 && !objective->perceptual_loss->has_weights())
+    throw Error("model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
+                " but model.params.lpips.weights is not set and weight_init holds no loss.perceptual_loss (LPIPS needs VGG16 + "
+                "linear-head weights; or set the weight to 0)");
 
   data::LoaderConfig lc;
   lc.batch_size = c.batch_size, lc.seed = c.trainer.seed, lc.workers = std::max<int64_t>(1, c.num_workers);

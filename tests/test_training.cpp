@@ -62,11 +62,29 @@ TEST(Training, LossFallsStagesSwitchAndTheRunFolderIsComplete) {
     return sum / static_cast<double>(to - from);
   };
   EXPECT_LT(mean_nll(14, 20), 0.7 * mean_nll(0, 6));
-  // The GAN enters at upstream global step 40 = batch 20: g_loss is logged from then on.
-  EXPECT_FALSE(lines[19].contains("train/g_loss"));
-  EXPECT_TRUE(lines[20].contains("train/g_loss"));
+  // The GAN enters at upstream global step 40 = batch 20. Every key upstream logs is there on every
+  // logged step, the GAN terms before disc_start included (with disc_factor 0).
+  for (size_t i : {size_t{0}, size_t{19}, size_t{20}})
+    for (const char* key : {"total_loss", "logvar", "kl_loss", "nll_loss", "rec_loss", "d_weight", "disc_factor", "g_loss",
+                            "disc_loss", "logits_real", "logits_fake"})
+      EXPECT_TRUE(lines[i].contains(std::string("train/") + key)) << "line " << i << " " << key;
   EXPECT_EQ(lines[20].at("train/disc_factor"), 1.0);
   EXPECT_EQ(lines[19].at("train/disc_factor"), 0.0);
+  EXPECT_EQ(lines[19].at("train/disc_loss"), 0.0);
+  EXPECT_GT(lines[20].at("train/disc_loss").get<double>(), 0.0);
+  // Validation as upstream's validation_step: its loss terms beside PSNR and SSIM.
+  std::vector<nlohmann::json> validations;
+  {
+    std::ifstream in(run + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line))
+      if (auto j = nlohmann::json::parse(line); j.at("split") == "val") validations.push_back(j);
+  }
+  ASSERT_FALSE(validations.empty());
+  for (const char* key : {"val/rec_loss", "val/total_loss", "val/nll_loss", "val/kl_loss", "val/g_loss", "val/disc_loss",
+                          "val/logits_real", "val/logits_fake", "val/psnr", "val/ssim"})
+    EXPECT_TRUE(validations.back().contains(key)) << key;
+  EXPECT_EQ(validations.back().at("val/d_weight"), 0.0) << "no autograd in validation: upstream's fallback";
   for (const char* f : {"config.yaml", "metrics.jsonl", "autoencoder.safetensors", "images/latest.png"})
     EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
   EXPECT_EQ(std::distance(fs::directory_iterator(run + "/checkpoints"), fs::directory_iterator{}), 2);  // keep_checkpoints
@@ -86,11 +104,12 @@ TEST(Training, RestartedStagesBeginAsNewRuns) {
     train::run_training(c, {run});
     const auto lines = train_lines(run);
     ASSERT_EQ(lines.size(), 9u);
-    EXPECT_FALSE(lines[1].contains("train/g_loss"));
-    EXPECT_TRUE(lines[2].contains("train/g_loss"));
-    EXPECT_EQ(lines[5].contains("train/g_loss"), !restart) << "the second stage counts disc_start from its start";
-    EXPECT_EQ(lines[6].contains("train/g_loss"), !restart);
-    EXPECT_TRUE(lines[7].contains("train/g_loss"));
+    auto gan_on = [&](size_t i) { return lines[i].at("train/disc_factor").get<double>() > 0; };
+    EXPECT_FALSE(gan_on(1));
+    EXPECT_TRUE(gan_on(2));
+    EXPECT_EQ(gan_on(5), !restart) << "the second stage counts disc_start from its start";
+    EXPECT_EQ(gan_on(6), !restart);
+    EXPECT_TRUE(gan_on(7));
     io::SafetensorsReader last(train::find_checkpoint(run));
     EXPECT_EQ(last.tensor("optimizer.generator.state.0.step").item<float>(), restart ? 4.0f : 9.0f) << "Adam restarted";
     EXPECT_EQ(last.tensor("optimizer.discriminator.state.0.step").item<float>(), restart ? 4.0f : 9.0f);

@@ -108,9 +108,9 @@ StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t
                    : zero;
   if (in.z_proj.defined()) {
     t.vf = vf_loss(in.z_proj, in.features, config_.vf).total;
-    if (!training) t.vf_weight = zero;  // upstream's validation falls back to 0
-    else if (config_.adaptive_vf) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config_.vf_weight;
-    else t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
+    if (!config_.adaptive_vf) t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
+    else if (training) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config_.vf_weight;
+    else t.vf_weight = zero;  // upstream's validation: the gradient probe fails without autograd and falls back to 0
   }
   return finish(t, step);
 }

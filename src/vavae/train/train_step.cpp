@@ -31,12 +31,13 @@ TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, nn::VFHead 
 }
 
 IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
-                            c10::optional<torch::Generator> noise) {
+                            c10::optional<torch::Generator> noise, bool log_every_key) {
   IterationLog log;
   // The discriminator's BatchNorm statistics move in every forward pass (generator and
   // discriminator branch alike); kept to be restored if the step is skipped. A few small tensors.
   std::vector<torch::Tensor> buffers_before;
   for (const auto& b : objective->discriminator->buffers()) buffers_before.push_back(b.detach().clone());
+  objective->log_gan_before_start = log_every_key;
   // Generator: the discriminator is frozen for this step (Lightning's toggle_optimizer).
   for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(false);
   for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
@@ -60,9 +61,22 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
   // Adam on zero gradients, which keeps Adam's step count (bias correction) as upstream's. Only the
   // BatchNorm running statistics, used in eval mode alone, do not move during that phase.
   const auto disc_parameters = objective->discriminator->parameters();
+  auto restore_buffers = [&] {
+    torch::NoGradGuard no_grad;
+    const auto buffers = objective->discriminator->buffers();
+    for (size_t i = 0; i < buffers_before.size(); ++i) buffers[i].copy_(buffers_before[i]);
+  };
   if (discriminator_step < objective->config().disc_start) {
     for (auto& p : disc_parameters) p.mutable_grad() = torch::zeros_like(p);
-    log.discriminator = {{"disc_loss", 0.0}};
+    if (log_every_key) {
+      // Upstream's logits, from the same train-mode passes; the statistics those passes moved are
+      // put back, so logging changes nothing.
+      torch::NoGradGuard no_grad;
+      log.discriminator = objective->discriminator_loss(images, in.reconstructions.detach(), discriminator_step).log;
+      restore_buffers();
+    } else {
+      log.discriminator = {{"disc_loss", 0.0}};
+    }
   } else {
     for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();
     const loss::StepResult d = objective->discriminator_loss(images, in.reconstructions.detach(), discriminator_step);
@@ -74,9 +88,7 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     log.skipped = true;
     for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
     for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();
-    torch::NoGradGuard no_grad;
-    const auto buffers = objective->discriminator->buffers();
-    for (size_t i = 0; i < buffers_before.size(); ++i) buffers[i].copy_(buffers_before[i]);
+    restore_buffers();
     return log;
   }
   generator_optimizer->step();

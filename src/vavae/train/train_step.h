@@ -33,8 +33,10 @@ class TrainStep {
   TrainStep(nn::AutoencoderKL autoencoder, loss::VAVAEObjective objective, nn::VFHead vf_head, const OptimizerConfig& optimizer);
 
   // `generator_step` / `discriminator_step` are upstream's global_step values of the two branches.
+  // `log_every_key`: also compute what upstream logs but this step does not need (before
+  // disc_start: g_loss, d_weight, logits_real, logits_fake), leaving the update unchanged.
   IterationLog run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
-                   c10::optional<torch::Generator> noise = c10::nullopt);
+                   c10::optional<torch::Generator> noise = c10::nullopt, bool log_every_key = false);
 
   // Called with the parameters whose gradients are complete, before each optimizer step.
   std::function<void(const std::vector<torch::Tensor>&)> after_backward;

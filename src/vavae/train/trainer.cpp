@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <tuple>
 
 #include "vavae/common/error.h"
 #include "vavae/common/json.h"
@@ -133,7 +134,8 @@ void check_feature_grid(nn::FoundationModelImpl& foundation, const config::Train
 }  // namespace
 
 EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
-                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips) {
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips,
+                    const ValidationLosses& losses) {
   torch::NoGradGuard no_grad;
   const bool was_training = autoencoder->is_training();
   autoencoder->eval();
@@ -143,6 +145,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
   const int64_t n = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
   EvalResult r;
   double lpips_sum = 0;
+  int64_t loss_batches = 0;
   std::vector<io::Image> grid_in, grid_out;
   for (int64_t start = 0; start < n; start += batch_size) {
     std::vector<io::Image> inputs;
@@ -158,6 +161,10 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
     const torch::Tensor recon = autoencoder->decode(autoencoder->encode(x).mode());
     r.l1 += (recon - x).abs().mean({1, 2, 3}).sum().item<double>();
     if (lpips) lpips_sum += lpips->forward(x, recon).sum().item<double>();
+    if (losses) {
+      for (const auto& [k, v] : losses(x)) r.losses[k] += v;
+      ++loss_batches;
+    }
     const auto outputs = io::tensor_to_images(recon);
     for (size_t i = 0; i < inputs.size(); ++i) {
       r.psnr += std::min(eval::psnr(inputs[i], outputs[i]), 100.0);
@@ -171,6 +178,7 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
   r.ssim /= static_cast<double>(r.images);
   r.l1 /= static_cast<double>(r.images);
   if (lpips) r.lpips = lpips_sum / static_cast<double>(r.images);
+  for (auto& [k, v] : r.losses) v /= static_cast<double>(loss_batches);
   r.grid = io::make_grid({grid_in, grid_out});
   if (was_training) autoencoder->train();
   if (lpips_was_training) lpips->train();
@@ -252,8 +260,28 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   };
   auto validate = [&](int64_t done, const std::string& stage, bool final_pass) {
     nn::LPIPSImpl* lpips = c.objective.perceptual_weight > 0 ? objective->perceptual_loss.get() : nullptr;
+    // Upstream's validation_step: the whole module in eval mode, a posterior sample, both loss
+    // branches at the current global step (no autograd: the adaptive weights fall back to 0).
+    const Stage& at = stage_at(stages, std::max<int64_t>(0, done - 1));
+    const int64_t global_step = 2 * (done - at.origin);
+    at::Generator val_noise = at::detail::createCPUGenerator(c.trainer.seed + 2 + static_cast<uint64_t>(done));
+    ValidationLosses losses = [&](const torch::Tensor& x) {
+      const bool objective_training = objective->is_training();
+      objective->eval();
+      const nn::DiagonalGaussian posterior = autoencoder->encode(x);
+      loss::GeneratorInputs in;
+      in.images = x;
+      in.z = posterior.sample(val_noise);
+      in.reconstructions = autoencoder->decode(in.z);
+      in.kl = posterior.kl();
+      if (vf_head) std::tie(in.z_proj, in.features) = vf_head->align(in.z, x);
+      std::map<std::string, double> terms = objective->generator_loss(in, global_step).log;
+      for (const auto& [k, v] : objective->discriminator_loss(x, in.reconstructions, global_step + 1).log) terms[k] = v;
+      if (objective_training) objective->train();
+      return terms;
+    };
     const EvalResult r = evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
-                                  c.trainer.val_images, c.batch_size, device, lpips);
+                                  c.trainer.val_images, c.batch_size, device, lpips, losses);
     char name[64];
     std::snprintf(name, sizeof(name), "val_%08lld.png", static_cast<long long>(done));
     io::write_png((fs::path(o.output) / "images" / name).string(), r.grid);
@@ -262,6 +290,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
                            {"val/psnr", r.psnr},  {"val/ssim", r.ssim}, {"val/l1", r.l1},
                            {"val/images", r.images}};
     if (lpips) line["val/lpips"] = r.lpips;
+    for (const auto& [k, v] : r.losses) line["val/" + k] = v;
     append_line(metrics_path, line);
     std::cout << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
               << fmt(r.psnr) << " dB, SSIM " << fmt(r.ssim) << std::endl;
@@ -294,8 +323,9 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     if (o.before_step) o.before_step(s, batch.images);
     // Upstream's global_step advances once per optimizer step: 2 per batch, from the last restart.
     const int64_t upstream_step = 2 * (s - stage.origin);
-    const IterationLog log = step.run(batch.images.to(device), upstream_step, upstream_step + 1, noise);
     const int64_t done = s + 1;
+    const bool logged = done % c.trainer.log_every == 0 || done == total;
+    const IterationLog log = step.run(batch.images.to(device), upstream_step, upstream_step + 1, noise, logged);
     if (log.skipped) {
       ++summary.skipped_steps;
       ++nonfinite_in_a_row;
@@ -319,7 +349,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     // Upstream's image logger first fires at the end of the first batch and then calls .train()
     // on the whole module, LPIPS included: from then on its dropout is active.
     if (s == stage.origin && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
-    if (!log.skipped && (done % c.trainer.log_every == 0 || done == total)) {
+    if (!log.skipped && logged) {
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
                              {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};
       for (const auto& [k, v] : log.generator) line["train/" + k] = v;

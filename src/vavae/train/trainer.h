@@ -1,5 +1,6 @@
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 
 #include "vavae/config/train_config.h"
@@ -25,12 +26,18 @@ struct EvalResult {
   double lpips = -1;  // mean LPIPS distance; -1 without LPIPS weights
   int64_t images = 0;
   io::Image grid;  // inputs above reconstructions
+  std::map<std::string, double> losses;  // upstream's validation loss terms (rec_loss, total_loss, ...), batch means
 };
 
+// Upstream's validation_step for one batch: the loss terms under upstream's names (no prefix).
+using ValidationLosses = std::function<std::map<std::string, double>(const torch::Tensor& images)>;
+
 // Reconstructs (posterior mode) the first `limit` images of a split (all when 0) and averages
-// PSNR and SSIM (and LPIPS when `lpips` is given); the grid shows the first `grid_images`.
+// PSNR and SSIM (and LPIPS when `lpips` is given, and upstream's loss terms when `losses` is); the
+// grid shows the first `grid_images`.
 EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
-                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips = nullptr);
+                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips = nullptr,
+                    const ValidationLosses& losses = nullptr);
 
 struct RunSummary {
   int64_t steps = 0;

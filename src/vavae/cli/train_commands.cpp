@@ -3,6 +3,7 @@
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
+#include "vavae/common/runtime.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
 #include "vavae/eval/report.h"
@@ -84,15 +85,8 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("output", *out, "output .safetensors")->required();
     cmd->callback([in, out] {
       const std::string path = train::find_checkpoint(*in);
-      io::WeightFile file = io::read_weights(path);
-      io::NamedTensors keep;
-      for (const auto& [k, t] : file.tensors)
-        if (k.rfind("encoder.", 0) == 0 || k.rfind("decoder.", 0) == 0 || k.rfind("quant_conv.", 0) == 0 ||
-            k.rfind("post_quant_conv.", 0) == 0)
-          keep.emplace_back(k, t);
-      if (keep.empty()) throw Error(path + ": holds no autoencoder tensors");
-      io::write_safetensors(*out, keep, {{"format", "AutoencoderKL state_dict (upstream names)"}, {"source", path}});
-      std::cout << "exported " << keep.size() << " tensors from " << path << " to " << *out << std::endl;
+      const size_t n = train::export_autoencoder(*out, io::read_weights(path).tensors, path);
+      std::cout << "exported " << n << " tensors from " << printable(path, 4096) << " to " << *out << std::endl;
     });
   }
 }

@@ -251,8 +251,18 @@ io::LoadReport load_upstream_state_dict(TrainStep& step, const io::WeightFile& f
   return report;
 }
 
-void export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder) {
-  io::write_safetensors(path, io::state_dict(autoencoder), {{"format", "AutoencoderKL state_dict (upstream names)"}});
+size_t export_autoencoder(const std::string& path, const io::NamedTensors& state_dict, const std::string& source) {
+  io::NamedTensors keep;
+  for (const auto& [k, t] : state_dict)
+    for (const char* part : {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."})
+      if (k.rfind(part, 0) == 0) keep.emplace_back(k, t);
+  if (keep.empty()) throw Error(source + ": holds no autoencoder tensors");
+  io::write_safetensors(path, keep, {{"format", "AutoencoderKL state_dict (upstream names)"}, {"source", source}});
+  return keep.size();
+}
+
+size_t export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder) {
+  return export_autoencoder(path, io::state_dict(autoencoder), "vavae training run");
 }
 
 }  // namespace vavae::train

@@ -39,7 +39,10 @@ void prune_checkpoints(const std::string& folder, int64_t keep);
 // a shape mismatch is an Error; the report says what was loaded and what skipped.
 io::LoadReport load_upstream_state_dict(TrainStep& step, const io::WeightFile& file, const std::vector<std::string>& ignore_keys = {});
 
-// The inference weights alone (the autoencoder, upstream names).
-void export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder);
+// The inference weights alone (the autoencoder, upstream names), from a model or from any
+// upstream-layout state dict (the tensors under encoder., decoder., quant_conv., post_quant_conv.);
+// Error when there are none. Returns how many tensors were written.
+size_t export_autoencoder(const std::string& path, const nn::AutoencoderKLImpl& autoencoder);
+size_t export_autoencoder(const std::string& path, const io::NamedTensors& state_dict, const std::string& source);
 
 }  // namespace vavae::train

@@ -1,6 +1,17 @@
 #include "vavae/train/mae.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
 #include "vavae/common/error.h"
+#include "vavae/common/progress.h"
+#include "vavae/data/loader.h"
+#include "vavae/io/weights.h"
 
 namespace vavae::train {
 namespace {
@@ -84,6 +95,65 @@ torch::Tensor MAEImpl::loss(const torch::Tensor& images, c10::optional<torch::Ge
   const torch::Tensor per_patch = (prediction - target).pow(2).mean(-1);  // [B, N]
   const torch::Tensor masked = torch::ones({b, n}, images.options()).scatter_(1, keep, 0.0);
   return (per_patch * masked).sum() / masked.sum();
+}
+
+MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device) {
+  if (o.resolution % o.patch != 0) throw Error("--resolution " + std::to_string(o.resolution) + " is not divisible by --patch");
+  torch::manual_seed(o.seed);
+  data::LoaderConfig lc;
+  lc.batch_size = o.batch_size, lc.seed = o.seed, lc.workers = 2;
+  lc.transform.resolution = o.resolution, lc.transform.pad = o.pad, lc.transform.random_crop = true, lc.transform.horizontal_flip = true;
+  data::Loader loader(data::open_dataset(o.data), lc);
+  const int64_t per_epoch = loader.batches_per_epoch();
+  int64_t total = static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(per_epoch)));
+  if (o.max_steps > 0) total = std::min(total, o.max_steps);
+
+  MAEConfig mc;
+  mc.encoder.patch_size = o.patch, mc.encoder.embed_dim = o.dim, mc.encoder.depth = o.depth, mc.encoder.num_heads = o.heads;
+  mc.encoder.mlp_hidden = 4 * o.dim, mc.encoder.layerscale = false, mc.encoder.pos_grid = o.resolution / o.patch;
+  MAE mae(mc);
+  mae->to(device);
+  mae->train();
+  const double lr = o.lr * static_cast<double>(o.batch_size) / 256.0;
+  torch::optim::AdamW optimizer(mae->parameters(), torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(o.weight_decay));
+  const int64_t warmup = static_cast<int64_t>(o.warmup_epochs * static_cast<double>(per_epoch));
+  at::Generator masks = at::detail::createCPUGenerator(o.seed + 1);
+
+  std::cout << "train-fm: MAE on " << loader.dataset().describe() << ", ViT patch " << o.patch << " dim " << o.dim << " depth "
+            << o.depth << ", " << total << " steps of " << o.batch_size << std::endl;
+  std::filesystem::create_directories(o.output);
+  Progress progress(total);
+  loader.start(0, 0);
+  std::vector<double> losses;
+  for (int64_t step = 1; step <= total; ++step) {
+    const double factor = step <= warmup ? static_cast<double>(step) / std::max<int64_t>(1, warmup)
+                                         : 0.5 * (1 + std::cos(M_PI * static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup)));
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * factor);
+    const data::Batch batch = loader.next();
+    optimizer.zero_grad();
+    const torch::Tensor loss = mae->loss(batch.images.to(device), masks);
+    loss.backward();
+    optimizer.step();
+    losses.push_back(loss.item<double>());
+    if (step % 20 == 0 || step == total || step == 1) {
+      std::ostringstream v;
+      v << "loss " << std::fixed << std::setprecision(4) << losses.back();
+      progress.report(step, step * o.batch_size, v.str());
+    }
+  }
+  MAETrainingResult r;
+  r.path = (std::filesystem::path(o.output) / "fm.safetensors").string();
+  io::write_safetensors(r.path, io::state_dict(*mae->encoder),
+                        {{"vavae_vit_config", nn::vit_config_to_json(mc.encoder)},
+                         {"vavae_foundation", "mae"},
+                         {"input_resolution", std::to_string(o.resolution)},
+                         {"data", o.data}});
+  r.steps = total;
+  r.first_loss = losses.front();
+  r.last_loss = losses.back();
+  r.seconds = progress.elapsed_seconds();
+  r.mae = mae;
+  return r;
 }
 
 }  // namespace vavae::train

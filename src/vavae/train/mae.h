@@ -1,6 +1,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <string>
+
 #include "vavae/nn/vit.h"
 
 // Masked-autoencoder pre-training (He et al. 2022) of a ViT: the encoder sees a random 25% of the
@@ -29,5 +31,26 @@ struct MAEImpl : torch::nn::Module {
   torch::nn::LayerNorm decoder_norm{nullptr};
 };
 TORCH_MODULE(MAE);
+
+// `vavae train-fm`: MAE pre-training with AdamW, linear warm-up and cosine decay (the MAE recipe,
+// lr scaled by batch / 256), random crops and flips.
+struct MAETrainingOptions {
+  std::string data = "fashion-mnist:train";
+  std::string output = "runs/fm";
+  int64_t resolution = 32, pad = 2, patch = 4, dim = 128, depth = 4, heads = 4, batch_size = 256;
+  double epochs = 2, lr = 1e-3, weight_decay = 0.05, warmup_epochs = 0.25;
+  int64_t max_steps = 0;  // caps the epochs (0: no cap)
+  uint64_t seed = 0;
+};
+
+struct MAETrainingResult {
+  std::string path;  // output/fm.safetensors: the encoder, loadable as use_vf
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0, seconds = 0;
+  MAE mae{nullptr};
+};
+
+// Trains, shows progress and writes the encoder with the metadata that makes it a foundation model.
+MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device);
 
 }  // namespace vavae::train

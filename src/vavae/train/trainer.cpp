@@ -25,6 +25,8 @@
 #include "vavae/loss/vf_loss.h"
 #include "vavae/nn/foundation_model.h"
 #include "vavae/train/checkpoint.h"
+#include "vavae/train/run_folder.h"
+#include "vavae/train/schedule.h"
 
 namespace vavae::train {
 namespace {
@@ -49,68 +51,6 @@ struct SignalScope {
   void (*previous_term)(int);
 };
 
-struct Stage {
-  config::StageConfig config;
-  int64_t begin = 0, end = 0;  // batch range
-  int64_t origin = 0;          // the batch where upstream's step counter was 0 (the last restart)
-};
-
-std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_epoch, int64_t cap) {
-  std::vector<Stage> stages;
-  int64_t at = 0;
-  auto steps_of = [&](int64_t steps, double epochs) {
-    return steps > 0 ? steps : static_cast<int64_t>(std::ceil(epochs * static_cast<double>(batches_per_epoch)));
-  };
-  int64_t origin = 0;
-  for (const auto& s : c.stages) {
-    const int64_t n = steps_of(s.steps, s.epochs);
-    if (s.restart) origin = at;
-    stages.push_back({s, at, at + n, origin});
-    at += n;
-  }
-  if (stages.empty()) {
-    const int64_t n = steps_of(c.trainer.max_steps, c.trainer.max_epochs);
-    if (n <= 0) throw Error("the config sets no length: give trainer.max_steps, trainer.max_epochs or stages");
-    config::StageConfig only;
-    only.name = "train";
-    only.objective = c.objective;
-    stages.push_back({only, 0, n, 0});
-  } else if (c.trainer.max_steps > 0) {
-    cap = cap > 0 ? std::min(cap, c.trainer.max_steps) : c.trainer.max_steps;
-  }
-  if (cap > 0)
-    for (auto& s : stages) s.begin = std::min(s.begin, cap), s.end = std::min(s.end, cap);
-  return stages;
-}
-
-const Stage& stage_at(const std::vector<Stage>& stages, int64_t step) {
-  for (const auto& s : stages)
-    if (step < s.end) return s;
-  return stages.back();
-}
-
-// On resume: drop what was logged after the checkpoint, so every step appears once.
-void truncate_metrics(const std::string& path, int64_t last_step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line))
-    if (!line.empty()) {
-      // A line cut short by a crash parses to nothing and is dropped with everything after the checkpoint.
-      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_object() && j.value("step", int64_t{0}) <= last_step) kept += line + "\n";
-    }
-  in.close();
-  io::write_file_atomically(path, [&](std::ostream& out) { out << kept; });
-}
-
-void append_line(const std::string& path, const nlohmann::json& j) {
-  std::ofstream out(path, std::ios::app);
-  out << json_text(j) << "\n";
-  out.close();
-  if (!out) throw Error(path + ": cannot append the metrics line: " + std::strerror(errno));
-}
-
 std::string fmt(double v, int precision = 4) {
   std::ostringstream s;
   s << std::setprecision(precision) << v;
@@ -133,67 +73,11 @@ void check_feature_grid(nn::FoundationModelImpl& foundation, const config::Train
 
 }  // namespace
 
-EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset, const config::DataSplitConfig& split,
-                    int64_t limit, int64_t grid_images, int64_t batch_size, torch::Device device, nn::LPIPSImpl* lpips,
-                    const ValidationLosses& losses) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = autoencoder->is_training();
-  autoencoder->eval();
-  // Validation measures LPIPS without dropout, as Lightning's evaluation mode does upstream.
-  const bool lpips_was_training = lpips && lpips->is_training();
-  if (lpips) lpips->eval();
-  const int64_t n = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
-  EvalResult r;
-  double lpips_sum = 0;
-  int64_t loss_batches = 0;
-  std::vector<io::Image> grid_in, grid_out;
-  for (int64_t start = 0; start < n; start += batch_size) {
-    std::vector<io::Image> inputs;
-    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) {
-      try {
-        inputs.push_back(io::center_crop_resize(io::pad(dataset.image(static_cast<size_t>(i)), split.pad), split.resolution));
-      } catch (const Error& e) {
-        std::cerr << "warning: skipping unreadable image: " << e.what() << "\n";
-      }
-    }
-    if (inputs.empty()) continue;
-    const torch::Tensor x = io::images_to_tensor(inputs).to(device);
-    const torch::Tensor recon = autoencoder->decode(autoencoder->encode(x).mode());
-    r.l1 += (recon - x).abs().mean({1, 2, 3}).sum().item<double>();
-    if (lpips) lpips_sum += lpips->forward(x, recon).sum().item<double>();
-    if (losses) {
-      for (const auto& [k, v] : losses(x)) r.losses[k] += v;
-      ++loss_batches;
-    }
-    const auto outputs = io::tensor_to_images(recon);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      r.psnr += std::min(eval::psnr(inputs[i], outputs[i]), 100.0);
-      r.ssim += eval::ssim(inputs[i], outputs[i]);
-      if (static_cast<int64_t>(grid_in.size()) < grid_images) grid_in.push_back(inputs[i]), grid_out.push_back(outputs[i]);
-    }
-    r.images += static_cast<int64_t>(inputs.size());
-  }
-  if (r.images == 0) throw Error(dataset.describe() + ": no readable validation images");
-  r.psnr /= static_cast<double>(r.images);
-  r.ssim /= static_cast<double>(r.images);
-  r.l1 /= static_cast<double>(r.images);
-  if (lpips) r.lpips = lpips_sum / static_cast<double>(r.images);
-  for (auto& [k, v] : r.losses) v /= static_cast<double>(loss_batches);
-  r.grid = io::make_grid({grid_in, grid_out});
-  if (was_training) autoencoder->train();
-  if (lpips_was_training) lpips->train();
-  return r;
-}
-
 RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   const int threads = configure_threads(static_cast<int>(c.trainer.threads));
   const torch::Device device = resolve_device(c.trainer.device);
-  fs::create_directories(fs::path(o.output) / "checkpoints");
-  fs::create_directories(fs::path(o.output) / "images");
-  const std::string metrics_path = (fs::path(o.output) / "metrics.jsonl").string();
-  const std::string checkpoints = (fs::path(o.output) / "checkpoints").string();
-  io::write_file_atomically((fs::path(o.output) / "config.yaml").string(),
-                            [&](std::ostream& out) { out << config::to_yaml(c.resolved); });
+  RunFolder folder(o.output);
+  folder.write_config(c.resolved);
 
   torch::manual_seed(c.trainer.seed);
   nn::AutoencoderKL autoencoder(c.autoencoder);
@@ -238,11 +122,9 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   at::Generator noise = at::detail::createCPUGenerator(c.trainer.seed + 1);
   int64_t start = 0;
   if (!o.resume.empty()) {
-    remove_stale_temporaries(checkpoints);
-    remove_stale_temporaries(o.output);
     const std::string ckpt = find_checkpoint(o.resume);
     start = load_checkpoint(ckpt, step, noise).step;
-    truncate_metrics(metrics_path, start);
+    folder.rewind_to(start);
     std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
     if (start > stage_at(stages, start).origin && c.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
   }
@@ -252,11 +134,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
 
   SignalScope signals;
   auto save = [&](int64_t done, const std::string& stage) {
-    char name[64];
-    std::snprintf(name, sizeof(name), "step_%08lld.safetensors", static_cast<long long>(done));
-    save_checkpoint((fs::path(checkpoints) / name).string(), step, {done, stage, json_text(c.resolved)}, noise);
-    prune_checkpoints(checkpoints, c.trainer.keep_checkpoints);
-    export_autoencoder((fs::path(o.output) / "autoencoder.safetensors").string(), *autoencoder);
+    folder.save(step, {done, stage, json_text(c.resolved)}, noise, c.trainer.keep_checkpoints);
   };
   auto validate = [&](int64_t done, const std::string& stage, bool final_pass) {
     nn::LPIPSImpl* lpips = c.objective.perceptual_weight > 0 ? objective->perceptual_loss.get() : nullptr;
@@ -265,7 +143,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     const Stage& at = stage_at(stages, std::max<int64_t>(0, done - 1));
     const int64_t global_step = 2 * (done - at.origin);
     at::Generator val_noise = at::detail::createCPUGenerator(c.trainer.seed + 2 + static_cast<uint64_t>(done));
-    ValidationLosses losses = [&](const torch::Tensor& x) {
+    eval::ValidationLosses losses = [&](const torch::Tensor& x) {
       const bool objective_training = objective->is_training();
       objective->eval();
       const nn::DiagonalGaussian posterior = autoencoder->encode(x);
@@ -280,18 +158,15 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       if (objective_training) objective->train();
       return terms;
     };
-    const EvalResult r = evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
-                                  c.trainer.val_images, c.batch_size, device, lpips, losses);
-    char name[64];
-    std::snprintf(name, sizeof(name), "val_%08lld.png", static_cast<long long>(done));
-    io::write_png((fs::path(o.output) / "images" / name).string(), r.grid);
-    io::write_png((fs::path(o.output) / "images" / "latest.png").string(), r.grid);
+    const eval::EvalResult r = eval::evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
+                                              c.trainer.val_images, c.batch_size, device, lpips, losses);
+    folder.write_grid(done, r.grid);
     nlohmann::json line = {{"step", done},        {"stage", stage},     {"split", final_pass ? "test" : "val"},
                            {"val/psnr", r.psnr},  {"val/ssim", r.ssim}, {"val/l1", r.l1},
                            {"val/images", r.images}};
     if (lpips) line["val/lpips"] = r.lpips;
     for (const auto& [k, v] : r.losses) line["val/" + k] = v;
-    append_line(metrics_path, line);
+    folder.append_metrics(line);
     std::cout << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
               << fmt(r.psnr) << " dB, SSIM " << fmt(r.ssim) << std::endl;
     return r;
@@ -331,17 +206,11 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       ++nonfinite_in_a_row;
       std::cout << "step " << done << ": non-finite loss or gradient, update skipped (" << nonfinite_in_a_row << " in a row, "
                 << summary.skipped_steps << " in all)" << std::endl;
-      append_line(metrics_path, {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"train/skipped", true},
+      folder.append_metrics({{"step", done}, {"stage", current_stage}, {"split", "train"}, {"train/skipped", true},
                                  {"skipped_steps", summary.skipped_steps}});
       if (nonfinite_in_a_row >= c.trainer.max_nonfinite_steps) {
-        std::string last_good;
-        try {
-          last_good = "; the last good checkpoint is " + find_checkpoint(checkpoints);
-        } catch (const Error&) {
-          last_good = "; no checkpoint was written before";
-        }
         throw Error(std::to_string(nonfinite_in_a_row) + " steps in a row (to step " + std::to_string(done) +
-                    ") had non-finite losses or gradients: stopping (trainer.max_nonfinite_steps)" + last_good);
+                    ") had non-finite losses or gradients: stopping (trainer.max_nonfinite_steps)" + folder.last_checkpoint_note());
       }
     } else {
       nonfinite_in_a_row = 0;
@@ -356,7 +225,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       for (const auto& [k, v] : log.discriminator) line["train/" + k] = v;
       line["skipped_images"] = loader.skipped();
       line["skipped_steps"] = summary.skipped_steps;
-      append_line(metrics_path, line);
+      folder.append_metrics(line);
       std::string values = "stage " + current_stage + " | nll " + fmt(log.generator.at("nll_loss"));
       if (log.generator.count("vf_loss")) values += " | vf " + fmt(log.generator.at("vf_loss")) + " (w " + fmt(log.generator.at("vf_weight"), 3) + ")";
       if (log.generator.count("g_loss")) values += " | g " + fmt(log.generator.at("g_loss"));

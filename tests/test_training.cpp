@@ -186,6 +186,57 @@ TEST(Training, TheVfHeadAndStartingWeightsFollowUpstream) {
   EXPECT_EQ(groups.at(0).at("params").get<size_t>(), shape_only->parameters().size());
 }
 
+// Each stage's VF settings are the ones in force: a fixed vf_weight is logged as the stage's, and
+// margins of 2 (beyond any cosine distance) make the VF loss exactly 0.
+TEST(Training, EachStageTrainsWithItsOwnVfWeightAndMargins) {
+  const std::string images = make_images("vf_stage_images");
+  const std::string dir = scratch_dir("vf_stages");
+  std::string yaml = with_vf(tiny_config(images, R"(stages:
+  - {name: align, steps: 3, lossconfig: {vf_weight: 0.5, cos_margin: 0.0, distmat_margin: 0.0}}
+  - {name: weaker, steps: 3, lossconfig: {vf_weight: 0.1}}
+  - {name: margins, steps: 3, lossconfig: {vf_weight: 0.1, cos_margin: 2.0, distmat_margin: 2.0}}
+)"), write_small_foundation_model(dir));
+  yaml.replace(yaml.find("adaptive_vf: true"), 17, "adaptive_vf: false");
+  train::run_training(parse(yaml), {dir + "/run"});
+  const auto lines = train_lines(dir + "/run");
+  ASSERT_EQ(lines.size(), 9u);
+  for (size_t i = 0; i < 9; ++i) {
+    const double expected_weight = i < 3 ? 0.5 : 0.1;
+    EXPECT_FLOAT_EQ(lines[i].at("train/vf_weight").get<float>(), static_cast<float>(expected_weight)) << "step " << i + 1;
+    if (i < 6) EXPECT_GT(lines[i].at("train/vf_loss").get<double>(), 0.0) << "step " << i + 1;
+    else EXPECT_EQ(lines[i].at("train/vf_loss").get<double>(), 0.0) << "step " << i + 1;
+  }
+}
+
+// The Lightning checkpoint fixture (upstream layout, a state dict under `state_dict`) seeds the
+// autoencoder and linear_proj; what the model does not own is reported, not loaded.
+TEST(Training, AnUpstreamLightningCheckpointSeedsTheModel) {
+  const io::WeightFile ckpt = io::read_weights(fixture("checkpoints/lightning.ckpt"));
+  // The layout its tensors imply: ch from conv_in, one width throughout (norm_out), z from quant_conv.
+  nn::AutoencoderConfig ae;
+  for (const auto& [k, t] : ckpt.tensors) {
+    if (k == "encoder.conv_in.weight") ae.ch = t.size(0);
+    if (k == "quant_conv.weight") ae.z_channels = ae.embed_dim = t.size(0) / 2;
+  }
+  ae.ch_mult = {1, 1}, ae.num_res_blocks = 1, ae.attn_resolutions = {}, ae.resolution = 32;
+  torch::Tensor projection;
+  for (const auto& [k, t] : ckpt.tensors)
+    if (k == "linear_proj.weight") projection = t;
+  ASSERT_TRUE(projection.defined());
+  nn::FoundationModelConfig fc;
+  fc.family = "vit", fc.input_size = 0;
+  fc.vit.patch_size = 4, fc.vit.embed_dim = projection.size(0), fc.vit.depth = 1, fc.vit.num_heads = 1;
+  fc.vit.mlp_hidden = 2 * projection.size(0), fc.vit.pos_grid = 4;
+  train::TrainStep step(nn::AutoencoderKL(ae), loss::VAVAEObjective(loss::ObjectiveConfig{}),
+                        nn::VFHead(nn::FoundationModel(fc), ae.embed_dim, true, false), {});
+  const io::LoadReport report = train::load_upstream_state_dict(step, ckpt);
+  EXPECT_TRUE(torch::equal(step.vf_head->linear_proj->weight, projection));
+  for (const auto& [k, t] : ckpt.tensors)
+    if (k == "encoder.conv_in.weight") EXPECT_TRUE(torch::equal(step.autoencoder->encoder->conv_in->weight, t));
+  EXPECT_EQ(report.ignored.count("foundation_model"), 1u) << report.summary();
+  EXPECT_GE(report.loaded, 7u) << report.summary();
+}
+
 TEST(Training, ResumingEqualsAnUninterruptedRun) {
   const std::string images = make_images("resume_images");
   const auto c = parse(tiny_config(images, "stages:\n  - {name: only, steps: 12}\n"));

@@ -43,15 +43,32 @@ class ViTFixture : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<io::SafetensorsReader> inputs, expected;
 };
 
+// The variant's input as its meta.json names it: "x (no resize)" or "x (resized to x224 first)".
+struct InputSpec {
+  std::string image, resized;  // tensor names in inputs.safetensors; resized "" when fed as is
+};
+InputSpec input_of(const nlohmann::json& variant) {
+  const std::string text = variant.at("input");
+  InputSpec spec;
+  spec.image = text.substr(0, text.find(' '));
+  const auto at = text.find("resized to ");
+  if (at != std::string::npos) spec.resized = text.substr(at + 11, text.find(' ', at + 11) - (at + 11));
+  return spec;
+}
+
 TEST_P(ViTFixture, ReproducesTimmForwardFeaturesAndTheFeatureGrid) {
   torch::NoGradGuard no_grad;
-  const bool dinov2 = model->config.family == "dinov2";
-  const torch::Tensor x = inputs->tensor("x").to(test_device());
-  const torch::Tensor vit_input = dinov2 ? inputs->tensor("x224").to(test_device()) : x;
-  if (dinov2) {
+  const InputSpec spec = input_of(meta);
+  const torch::Tensor x = inputs->tensor(spec.image).to(test_device());
+  const torch::Tensor vit_input = spec.resized.empty() ? x : inputs->tensor(spec.resized).to(test_device());
+  if (!spec.resized.empty()) {
+    EXPECT_EQ(model->config.input_size, vit_input.size(2)) << "the model resizes to what the fixture fed";
     const torch::Tensor resized = torch::nn::functional::interpolate(
-        x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{224, 224}).mode(torch::kBilinear).align_corners(false));
-    EXPECT_TRUE(all_close(resized, vit_input, tol("x224")));
+        x, torch::nn::functional::InterpolateFuncOptions()
+               .size(std::vector<int64_t>{vit_input.size(2), vit_input.size(3)})
+               .mode(torch::kBilinear)
+               .align_corners(false));
+    EXPECT_TRUE(all_close(resized, vit_input, tol(spec.resized)));
   }
   EXPECT_TRUE(all_close(model->vit->patch_embed(vit_input), expected->tensor("patch_embed_out"), tol("patch_embed_out")));
   const int64_t grid = vit_input.size(2) / model->config.vit.patch_size;
@@ -64,7 +81,7 @@ TEST_P(ViTFixture, ReproducesTimmForwardFeaturesAndTheFeatureGrid) {
 TEST_P(ViTFixture, Bfloat16OnCudaStaysNearTheFloat32Features) {
   if (!model->parameters()[0].is_cuda()) GTEST_SKIP() << "bf16 runs on CUDA only (VAVAE_TEST_DEVICE=cuda)";
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = inputs->tensor("x").to(test_device());
+  const torch::Tensor x = inputs->tensor(input_of(meta).image).to(test_device());
   model->config.bf16 = true;
   const torch::Tensor half = model->features(x);
   EXPECT_EQ(half.scalar_type(), torch::kFloat32);

@@ -30,17 +30,7 @@ TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, nn::VFHead 
   objective->logvar.set_requires_grad(false);
 }
 
-IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
-                            c10::optional<torch::Generator> noise, bool log_every_key) {
-  IterationLog log;
-  // The discriminator's BatchNorm statistics move in every forward pass (generator and
-  // discriminator branch alike); kept to be restored if the step is skipped. A few small tensors.
-  std::vector<torch::Tensor> buffers_before;
-  for (const auto& b : objective->discriminator->buffers()) buffers_before.push_back(b.detach().clone());
-  objective->log_gan_before_start = log_every_key;
-  // Generator: the discriminator is frozen for this step (Lightning's toggle_optimizer).
-  for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(false);
-  for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
+loss::GeneratorInputs TrainStep::forward(const torch::Tensor& images, c10::optional<torch::Generator> noise) {
   const nn::DiagonalGaussian posterior = autoencoder->encode(images);
   loss::GeneratorInputs in;
   in.images = images;
@@ -52,6 +42,21 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
   in.encoder_last_layer = autoencoder->encoder->conv_out->weight;
   in.decoder_parameters = autoencoder->decoder->parameters();
   for (const auto& p : autoencoder->post_quant_conv->parameters()) in.decoder_parameters.push_back(p);
+  return in;
+}
+
+IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
+                            c10::optional<torch::Generator> noise, bool log_every_key) {
+  IterationLog log;
+  // The discriminator's BatchNorm statistics move in every forward pass (generator and
+  // discriminator branch alike); kept to be restored if the step is skipped. A few small tensors.
+  std::vector<torch::Tensor> buffers_before;
+  for (const auto& b : objective->discriminator->buffers()) buffers_before.push_back(b.detach().clone());
+  objective->log_gan_before_start = log_every_key;
+  // Generator: the discriminator is frozen for this step (Lightning's toggle_optimizer).
+  for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(false);
+  for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
+  const loss::GeneratorInputs in = forward(images, noise);
   log.generator = objective->generator_backward(in, generator_step).log;
   if (after_backward) after_backward(generator_parameters);
   for (auto& p : objective->discriminator->parameters()) p.set_requires_grad(true);

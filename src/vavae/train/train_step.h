@@ -38,6 +38,10 @@ class TrainStep {
   IterationLog run(const torch::Tensor& images, int64_t generator_step, int64_t discriminator_step,
                    c10::optional<torch::Generator> noise = c10::nullopt, bool log_every_key = false);
 
+  // The generator's forward pass as upstream's AutoencoderKL.forward: encode, a posterior sample,
+  // decode, and the VF head's two sides; with what the objective needs to weigh the terms.
+  loss::GeneratorInputs forward(const torch::Tensor& images, c10::optional<torch::Generator> noise = c10::nullopt);
+
   // Called with the parameters whose gradients are complete, before each optimizer step.
   std::function<void(const std::vector<torch::Tensor>&)> after_backward;
 

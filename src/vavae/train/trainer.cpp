@@ -146,13 +146,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     eval::ValidationLosses losses = [&](const torch::Tensor& x) {
       const bool objective_training = objective->is_training();
       objective->eval();
-      const nn::DiagonalGaussian posterior = autoencoder->encode(x);
-      loss::GeneratorInputs in;
-      in.images = x;
-      in.z = posterior.sample(val_noise);
-      in.reconstructions = autoencoder->decode(in.z);
-      in.kl = posterior.kl();
-      if (vf_head) std::tie(in.z_proj, in.features) = vf_head->align(in.z, x);
+      const loss::GeneratorInputs in = step.forward(x, val_noise);
       std::map<std::string, double> terms = objective->generator_loss(in, global_step).log;
       for (const auto& [k, v] : objective->discriminator_loss(x, in.reconstructions, global_step + 1).log) terms[k] = v;
       if (objective_training) objective->train();

@@ -10,5 +10,5 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWit
 cmake --build build-asan --parallel "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-filter='Safetensors.*:TorchCheckpoint.*:CheckpointTwin*:Weights.*:Hostile.*:Robustness.*:Data.*:Loader.*:Image.*:AutoencoderConfig.*:Training.ConfigErrorsNameTheKey:Training.ShippedConfigsParse'
+filter='Safetensors.*:TorchCheckpoint.*:*CheckpointTwin*:Weights.*:Hostile.*:Robustness.*:Data.*:Loader.*:Image.*:AutoencoderConfig.*:UpstreamConfigs.*:ConfigSchema.*:Training.ConfigErrorsNameTheKey:Training.ShippedConfigsParse'
 build-asan/vavae_tests --gtest_filter="$filter"

@@ -9,6 +9,7 @@ packages=(
   libgtest-dev
   clang libclang-rt-14-dev
   dataset-fashion-mnist
+  python3-numpy
   chromium
 )
 missing=()

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   vavae::cli::add_bench_command(app);
   vavae::cli::add_foundation_commands(app);
   vavae::cli::add_train_commands(app);
+  vavae::cli::add_eval_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -156,4 +156,40 @@ ZipArchive::Bytes ZipArchive::read(const Entry& e, uint64_t max_bytes) const {
   return out;
 }
 
+namespace {
+
+void put(std::string& out, uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
+}
+
+}  // namespace
+
+void write_zip_stored(const std::string& path, const std::vector<std::pair<std::string, std::string>>& entries) {
+  std::string central;
+  uint64_t offset = 0;
+  std::vector<std::string> locals;
+  for (const auto& [name, data] : entries) {
+    if (data.size() >= 0xffffffffu || offset >= 0xffffffffu) throw Error(path + ": entry '" + name + "' needs zip64, not written here");
+    const uint32_t crc = static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
+    std::string local;
+    put(local, kLocalHeader, 4), put(local, 20, 2), put(local, 0, 2), put(local, 0, 2), put(local, 0, 2), put(local, 0x21, 2);
+    put(local, crc, 4), put(local, data.size(), 4), put(local, data.size(), 4), put(local, name.size(), 2), put(local, 0, 2);
+    local += name;
+    put(central, kCentralHeader, 4), put(central, 20, 2), put(central, 20, 2), put(central, 0, 2), put(central, 0, 2);
+    put(central, 0, 2), put(central, 0x21, 2), put(central, crc, 4), put(central, data.size(), 4), put(central, data.size(), 4);
+    put(central, name.size(), 2), put(central, 0, 2), put(central, 0, 2), put(central, 0, 2), put(central, 0, 2), put(central, 0, 4);
+    put(central, offset, 4);
+    central += name;
+    offset += local.size() + data.size();
+    locals.push_back(std::move(local));
+  }
+  std::string end;
+  put(end, kEnd, 4), put(end, 0, 2), put(end, 0, 2), put(end, entries.size(), 2), put(end, entries.size(), 2);
+  put(end, central.size(), 4), put(end, offset, 4), put(end, 0, 2);
+  write_file_atomically(path, [&](std::ostream& out) {
+    for (size_t i = 0; i < entries.size(); ++i) out << locals[i] << entries[i].second;
+    out << central << end;
+  });
+}
+
 }  // namespace vavae::io

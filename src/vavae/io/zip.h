@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vavae/io/files.h"
@@ -44,5 +45,8 @@ class ZipArchive {
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;
 };
+
+// Writes a zip archive of stored (uncompressed) entries atomically, as numpy's savez does.
+void write_zip_stored(const std::string& path, const std::vector<std::pair<std::string, std::string>>& entries);
 
 }  // namespace vavae::io

@@ -1,0 +1,28 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+// The Fréchet distance between two sets of feature vectors (FID when the features are
+// InceptionV3's 2048-d pool features), computed as the common tools do: float64 statistics with
+// the unbiased covariance, and tr(sqrtm(sigma1 sigma2)).
+namespace vavae::eval {
+
+struct FeatureStatistics {
+  torch::Tensor mu;     // [D] float64
+  torch::Tensor sigma;  // [D, D] float64
+};
+
+// Mean and unbiased covariance (N - 1) of [N, D] features, in float64.
+FeatureStatistics feature_statistics(const torch::Tensor& features);
+
+// |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 sigma2)). The trace of the square
+// root is taken through the symmetric form sigma1^1/2 sigma2 sigma1^1/2, whose eigenvalues are
+// those of sigma1 sigma2, so a singular covariance needs no retry.
+double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b);
+
+// pytorch-fid's statistics files: an .npz holding `mu` and `sigma` (float64 or float32 .npy).
+FeatureStatistics read_npz_statistics(const std::string& path);
+void write_npz_statistics(const std::string& path, const FeatureStatistics& s);
+
+}  // namespace vavae::eval

@@ -1,0 +1,113 @@
+// pytorch-fid's InceptionV3 against fixtures/inception: resize, every block, the features; both
+// weight layouts (pytorch-fid's and the real pt_inception file's Inception3 names).
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "fixtures.h"
+#include "vavae/common/error.h"
+#include "vavae/io/image.h"
+#include "vavae/io/weights.h"
+#include "vavae/nn/inception.h"
+
+namespace vavae::test {
+namespace {
+
+// The fixture stores weights as I8 codes k with value = offset + k * 2^-exp (exact in float32).
+io::NamedTensors decode_fixture_weights() {
+  io::SafetensorsReader reader(fixture("inception/inception_weights_i8.safetensors"));
+  io::NamedTensors out;
+  for (const auto& e : reader.entries()) {
+    torch::Tensor t = reader.tensor(e.name);
+    if (e.dtype == "I8") {
+      const double exp = std::stod(reader.metadata().at("exp:" + e.name));
+      const double offset = std::stod(reader.metadata().at("offset:" + e.name));
+      t = (t.to(torch::kFloat64) * std::ldexp(1.0, -static_cast<int>(exp)) + offset).to(torch::kFloat32);
+    }
+    out.emplace_back(e.name, t);
+  }
+  return out;
+}
+
+// keys.txt: the Inception3 name of every key is its last column.
+std::map<std::string, std::string> inception3_names() {
+  std::ifstream in(fixture("inception/keys.txt"));
+  std::map<std::string, std::string> names;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::vector<std::string> cols;
+    for (std::string c; fields >> c;) cols.push_back(c);
+    if (cols.size() >= 2 && cols.front().rfind("blocks.", 0) == 0) names[cols.front()] = cols.back();
+  }
+  return names;
+}
+
+class InceptionFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    meta = read_json("inception/meta.json");
+    tensors = std::make_unique<io::SafetensorsReader>(fixture("inception/tensors.safetensors"));
+    const std::string dir = scratch_dir("inception");
+    weights = dir + "/fid_inception.safetensors";
+    io::write_safetensors(weights, decode_fixture_weights());
+    nn::load_fid_inception(*model, weights);
+    model->to(test_device());
+  }
+  nlohmann::json meta;
+  std::unique_ptr<io::SafetensorsReader> tensors;
+  std::string weights;
+  nn::FIDInceptionV3 model;
+};
+
+TEST_F(InceptionFixture, ReproducesTheResizeEveryBlockAndTheFeatures) {
+  torch::NoGradGuard no_grad;
+  for (const char* batch : {"A", "B"}) {
+    SCOPED_TRACE(batch);
+    const std::string b = batch;
+    const auto outputs = model->forward_blocks(tensors->tensor(b + ".input").to(test_device()));
+    const char* names[] = {"x299", "block0", "block1", "block2", "block3"};
+    for (size_t i = 0; i < 5; ++i)
+      EXPECT_TRUE(all_close(outputs[i], tensors->tensor(b + "." + names[i]), tolerance_from(meta, b + "." + names[i]))) << names[i];
+    EXPECT_TRUE(all_close(model->forward(tensors->tensor(b + ".input").to(test_device())), tensors->tensor(b + ".features"),
+                          tolerance_from(meta, b + ".features")));
+  }
+}
+
+TEST_F(InceptionFixture, ThePngsDecodeToTheFixtureInputs) {
+  std::vector<torch::Tensor> images;
+  for (int i = 0; i < 2; ++i) {
+    const io::Image im = io::read_image(fixture("inception/A_" + std::to_string(i) + ".png"));
+    const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
+    images.push_back(u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f);  // ToTensor(): float32(u8) / 255
+  }
+  EXPECT_TRUE(torch::equal(torch::stack(images), tensors->tensor("A.input")));
+}
+
+TEST_F(InceptionFixture, TheRealFilesInception3NamesLoadTheSameNetwork) {
+  const auto names = inception3_names();
+  ASSERT_EQ(names.size(), 564u);
+  io::NamedTensors renamed;
+  for (const auto& [k, t] : decode_fixture_weights()) renamed.emplace_back(names.at(k), t);
+  renamed.emplace_back("fc.weight", torch::zeros({1008, 2048}));  // the classifier the features do not use
+  renamed.emplace_back("fc.bias", torch::zeros({1008}));
+  const std::string path = scratch_dir("inception3") + "/pt_inception.safetensors";
+  io::write_safetensors(path, renamed);
+  nn::FIDInceptionV3 other;
+  nn::load_fid_inception(*other, path);
+  const auto a = model->named_parameters(), b = other->named_parameters();
+  for (const auto& [k, t] : a.pairs()) EXPECT_TRUE(torch::equal(t.cpu(), b[k])) << k;
+  // Missing statistics are refused by name.
+  io::NamedTensors partial(renamed.begin() + 6, renamed.end());
+  io::write_safetensors(path, partial);
+  nn::FIDInceptionV3 broken;
+  try {
+    nn::load_fid_inception(*broken, path);
+    ADD_FAILURE() << "loaded without Conv2d_1a_3x3";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.0.0."), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace vavae::test

@@ -4,7 +4,11 @@
 #include <fstream>
 #include <sstream>
 
+#include <filesystem>
+
 #include "fixtures.h"
+#include "process.h"
+#include "vavae/eval/fid.h"
 #include "vavae/common/error.h"
 #include "vavae/io/image.h"
 #include "vavae/io/weights.h"
@@ -82,6 +86,26 @@ TEST_F(InceptionFixture, ThePngsDecodeToTheFixtureInputs) {
     images.push_back(u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f);  // ToTensor(): float32(u8) / 255
   }
   EXPECT_TRUE(torch::equal(torch::stack(images), tensors->tensor("A.input")));
+}
+
+// `vavae fid` over two image folders: the fixture's PNGs through the network, then the distance of
+// their statistics, as pytorch-fid computes it from the same features.
+TEST_F(InceptionFixture, FidOfTwoImageFoldersIsTheDistanceOfTheirFeatures) {
+  const std::string dir = scratch_dir("fid_folders");
+  for (const auto& [set, count] : {std::pair<std::string, int>{"A", 2}, {"B", 3}}) {
+    std::filesystem::create_directories(dir + "/" + set);
+    for (int i = 0; i < count; ++i) {
+      const std::string name = set + "_" + std::to_string(i) + ".png";
+      std::filesystem::copy_file(fixture("inception/" + name), dir + "/" + set + "/" + name);
+    }
+  }
+  const ProcessResult r = run_vavae({"fid", dir + "/A", dir + "/B", "--inception", weights, "--save-stats", dir + "/a.npz", "--threads", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double expected = eval::frechet_distance(eval::feature_statistics(tensors->tensor("A.features")),
+                                                 eval::feature_statistics(tensors->tensor("B.features")));
+  EXPECT_NEAR(std::stod(r.out.substr(r.out.rfind("FID ") + 4)), expected, 1e-4 * expected) << r.out;
+  const eval::FeatureStatistics saved = eval::read_npz_statistics(dir + "/a.npz");
+  EXPECT_TRUE(all_close(saved.mu, tensors->tensor("A.features").mean(0), {1e-5, 1e-4}));
 }
 
 TEST_F(InceptionFixture, TheRealFilesInception3NamesLoadTheSameNetwork) {

@@ -7,21 +7,38 @@
 #include "vavae/common/error.h"
 #include "vavae/eval/fid.h"
 #include "vavae/io/files.h"
+#include "vavae/io/image.h"
 #include "vavae/io/safetensors.h"
 
 namespace vavae::cli {
 namespace {
 
-// "stats.npz" (pytorch-fid's mu and sigma) or "features.safetensors[:tensor]" ([N, D] features;
-// the tensor may be omitted when the file holds one 2-D tensor).
-eval::FeatureStatistics statistics_of(const std::string& spec) {
+struct FidOptions {
+  std::string first, second, save, inception;
+  int64_t batch_size = 50;
+  RuntimeOptions runtime;
+};
+
+// An image folder (its images, as pytorch-fid lists them), "stats.npz" (pytorch-fid's mu and sigma)
+// or "features.safetensors[:tensor]" ([N, D] features; the tensor may be omitted when the file
+// holds one 2-D tensor).
+eval::FeatureStatistics statistics_of(const std::string& spec, const FidOptions& o, nn::FIDInceptionV3& inception, torch::Device device) {
   if (io::ends_with(spec, ".npz")) return eval::read_npz_statistics(spec);
   const auto colon = spec.rfind(':');
   const bool named = colon != std::string::npos && io::ends_with(spec.substr(0, colon), ".safetensors");
   const std::string path = named ? spec.substr(0, colon) : spec;
-  if (std::filesystem::is_directory(path))
-    throw Error(path + ": image folders need InceptionV3 features, which vavae does not compute yet; give features "
-                       "(.safetensors) or pytorch-fid statistics (.npz)");
+  if (std::filesystem::is_directory(path)) {
+    if (o.inception.empty())
+      throw Error(path + ": an image folder needs the Inception weights: --inception pt_inception-2015-12-05-6726825d.pth");
+    if (!inception) {
+      inception = nn::FIDInceptionV3();
+      nn::load_fid_inception(*inception, o.inception);
+      inception->to(device);
+    }
+    const auto files = io::list_images(path);
+    std::cout << "fid: " << files.size() << " images in " << path << std::endl;
+    return eval::feature_statistics(eval::inception_features(*inception, files, o.batch_size, device));
+  }
   if (!io::ends_with(path, ".safetensors")) throw Error(spec + ": expected stats.npz or features.safetensors[:tensor]");
   io::SafetensorsReader reader(path);
   std::string name = named ? spec.substr(colon + 1) : "";
@@ -39,14 +56,20 @@ eval::FeatureStatistics statistics_of(const std::string& spec) {
 }  // namespace
 
 void add_eval_commands(CLI::App& app) {
-  auto* cmd = app.add_subcommand("fid", "Frechet distance between two feature sets or pytorch-fid statistics (.npz)");
-  auto a = std::make_shared<std::string>(), b = std::make_shared<std::string>(), save = std::make_shared<std::string>();
-  cmd->add_option("first", *a, "stats.npz or features.safetensors[:tensor]")->required();
-  cmd->add_option("second", *b, "stats.npz or features.safetensors[:tensor]")->required();
-  cmd->add_option("--save-stats", *save, "also write the first set's statistics as pytorch-fid's .npz");
-  cmd->callback([a, b, save] {
-    const eval::FeatureStatistics first = statistics_of(*a), second = statistics_of(*b);
-    if (!save->empty()) eval::write_npz_statistics(*save, first);
+  auto* cmd = app.add_subcommand("fid", "FID between two image folders, feature sets or pytorch-fid statistics (.npz)");
+  auto o = std::make_shared<FidOptions>();
+  cmd->add_option("first", o->first, "image folder, stats.npz or features.safetensors[:tensor]")->required();
+  cmd->add_option("second", o->second, "image folder, stats.npz or features.safetensors[:tensor]")->required();
+  cmd->add_option("--inception", o->inception, "FID Inception weights (pt_inception-2015-12-05-6726825d.pth or safetensors)");
+  cmd->add_option("--batch-size", o->batch_size, "images per Inception batch")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--save-stats", o->save, "also write the first set's statistics as pytorch-fid's .npz");
+  add_runtime_options(*cmd, o->runtime);
+  cmd->callback([o] {
+    const torch::Device device = apply_runtime_options(o->runtime);
+    nn::FIDInceptionV3 inception{nullptr};
+    const eval::FeatureStatistics first = statistics_of(o->first, *o, inception, device);
+    const eval::FeatureStatistics second = statistics_of(o->second, *o, inception, device);
+    if (!o->save.empty()) eval::write_npz_statistics(o->save, first);
     std::cout << "FID " << std::setprecision(10) << eval::frechet_distance(first, second) << std::endl;
   });
 }

@@ -8,6 +8,7 @@
 #include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
+#include "vavae/io/image.h"
 #include "vavae/io/zip.h"
 
 namespace vavae::eval {
@@ -105,6 +106,28 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
   const torch::Tensor eigen = torch::linalg::eigvalsh(0.5 * (inner + inner.transpose(0, 1)), "L");
   const double trace_sqrt = eigen.clamp_min(0).sqrt().sum().item<double>();
   return diff.dot(diff).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() - 2 * trace_sqrt;
+}
+
+torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<std::string>& files, int64_t batch_size,
+                                 torch::Device device) {
+  if (files.size() < 2) throw Error("FID needs at least two images, got " + std::to_string(files.size()));
+  torch::NoGradGuard no_grad;
+  inception.eval();
+  std::vector<torch::Tensor> features, batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    features.push_back(inception.forward(torch::stack(batch).to(device)).to(torch::kCPU));
+    batch.clear();
+  };
+  for (const auto& file : files) {
+    const io::Image im = io::read_image(file);
+    const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
+    const torch::Tensor x = u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f;
+    if (!batch.empty() && (static_cast<int64_t>(batch.size()) >= batch_size || batch.front().sizes() != x.sizes())) flush();
+    batch.push_back(x);
+  }
+  flush();
+  return torch::cat(features);
 }
 
 FeatureStatistics read_npz_statistics(const std::string& path) {

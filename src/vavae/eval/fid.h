@@ -2,6 +2,9 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
+
+#include "vavae/nn/inception.h"
 
 // The Fréchet distance between two sets of feature vectors (FID when the features are
 // InceptionV3's 2048-d pool features), computed as the common tools do: float64 statistics with
@@ -20,6 +23,11 @@ FeatureStatistics feature_statistics(const torch::Tensor& features);
 // root is taken through the symmetric form sigma1^1/2 sigma2 sigma1^1/2, whose eigenvalues are
 // those of sigma1 sigma2, so a singular covariance needs no retry.
 double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b);
+
+// pytorch-fid's get_activations over image files: each read as RGB, ToTensor() (u8 / 255 in
+// float32), batches of consecutive images of one size, the network's 2048-d features; [N, 2048].
+torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<std::string>& files, int64_t batch_size,
+                                 torch::Device device);
 
 // pytorch-fid's statistics files: an .npz holding `mu` and `sigma` (float64 or float32 .npy).
 FeatureStatistics read_npz_statistics(const std::string& path);

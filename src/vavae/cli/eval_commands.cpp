@@ -1,10 +1,12 @@
-// vavae fid: the Fréchet distance between two sets of features or statistics.
+// vavae fid (the Fréchet distance of two image folders, feature sets or statistics) and
+// vavae latent-stats (LightningDiT's latent normalisation).
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
+#include "vavae/data/latent_folder.h"
 #include "vavae/eval/fid.h"
 #include "vavae/io/files.h"
 #include "vavae/io/image.h"
@@ -55,7 +57,23 @@ eval::FeatureStatistics statistics_of(const std::string& spec, const FidOptions&
 
 }  // namespace
 
+void add_latent_stats_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("latent-stats", "LightningDiT's latent normalisation of a latent folder: latents_stats.pt");
+  auto folder = std::make_shared<std::string>();
+  auto seed = std::make_shared<uint64_t>(0);
+  cmd->add_option("folder", *folder, "the folder of latents_rankRR_shardSSS.safetensors files")->required();
+  cmd->add_option("--seed", *seed, "which 10,000 items are drawn when there are more")->capture_default_str();
+  cmd->callback([folder, seed] {
+    const data::LatentStats stats = data::compute_latent_stats(*folder, *seed);
+    data::write_latent_stats(*folder, stats);
+    std::cout << "latent statistics over " << stats.mean.size(1) << " channels: mean " << stats.mean.mean().item<double>()
+              << " (average), std " << stats.std.mean().item<double>() << " (average); wrote " << *folder
+              << "/latents_stats.pt and stats/latents_stats.safetensors" << std::endl;
+  });
+}
+
 void add_eval_commands(CLI::App& app) {
+  add_latent_stats_command(app);
   auto* cmd = app.add_subcommand("fid", "FID between two image folders, feature sets or pytorch-fid statistics (.npz)");
   auto o = std::make_shared<FidOptions>();
   cmd->add_option("first", o->first, "image folder, stats.npz or features.safetensors[:tensor]")->required();

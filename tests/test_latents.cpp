@@ -6,7 +6,10 @@
 
 #include "fixtures.h"
 #include "process.h"
+#include "vavae/config/model_config.h"
 #include "vavae/data/latent_folder.h"
+#include "vavae/io/image.h"
+#include "vavae/nn/autoencoder.h"
 #include "vavae/io/torch_checkpoint.h"
 #include "vavae/io/weights.h"
 
@@ -67,6 +70,75 @@ TEST(LatentStats, TheStatsFileIsATorchSaveDictThatTorchLoadReads) {
   const int64_t channels = twin.tensor("mean").size(1);
   EXPECT_NE(line.find("['mean', 'std'] (1, " + std::to_string(channels) + ", 1, 1) torch.float32"), std::string::npos) << line;
   EXPECT_NEAR(std::stod(line.substr(line.rfind(' ') + 1)), twin.tensor("std")[0][3][0][0].item<double>(), 1e-7) << line;
+}
+
+// extract_features.py's layout from a small ImageFolder and the fixture autoencoder: names,
+// tensors, dtypes, shapes, metadata, ImageFolder order, posterior samples, flips, and resuming.
+TEST(ExtractLatents, WritesUpstreamsShardsAndResumes) {
+  const std::string root = scratch_dir("extract_images");
+  const int64_t resolution = config::load_autoencoder_config(fixture("autoencoder/config.json")).resolution;
+  torch::manual_seed(4);
+  int n = 0;
+  for (const char* cls : {"zebra", "ant"})  // ImageFolder sorts the classes: ant = 0, zebra = 1
+    for (int i = 0; i < (std::string(cls) == "ant" ? 2 : 3); ++i, ++n) {
+      fs::create_directories(root + "/" + cls);
+      io::Image im;
+      im.height = resolution + 8, im.width = resolution + 20;
+      const torch::Tensor t = (torch::rand({im.height, im.width, 3}) * 255).to(torch::kUInt8).contiguous();
+      im.rgb.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel());
+      io::write_png(root + "/" + cls + "/" + std::to_string(i) + ".png", im);
+    }
+  std::ofstream(root + "/ant/notes.txt") << "not an image";
+  const std::string out = scratch_dir("extract_out");
+  const std::vector<std::string> args{"extract-latents", "--config", fixture("autoencoder/config.json"), "--weights",
+                                      fixture("autoencoder/weights.safetensors"), "--data", root, "--output", out, "--resolution",
+                                      std::to_string(resolution), "--batch-size", "2", "--images-per-shard", "4", "--threads", "2"};
+  const ProcessResult first = run_vavae(args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_NE(first.out.find("1 files that are not PNG or JPEG are left out"), std::string::npos) << first.out;
+  ASSERT_EQ(data::latent_shards(out), (std::vector<std::string>{out + "/latents_rank00_shard000.safetensors",
+                                                               out + "/latents_rank00_shard001.safetensors"}));
+  io::SafetensorsReader s0(out + "/latents_rank00_shard000.safetensors"), s1(out + "/latents_rank00_shard001.safetensors");
+  EXPECT_EQ(s0.metadata(), (std::map<std::string, std::string>{{"total_size", "4"}, {"dtype", "torch.float32"}, {"device", "cpu"}}));
+  EXPECT_EQ(s1.metadata().at("total_size"), "1");
+  EXPECT_EQ(s0.entry("latents").dtype, "F32");
+  EXPECT_EQ(s0.entry("latents_flip").dtype, "F32");
+  EXPECT_EQ(s0.entry("labels").dtype, "I64");
+  const nn::AutoencoderConfig config = config::load_autoencoder_config(fixture("autoencoder/config.json"));
+  const int64_t grid = resolution / config.downsample_factor();
+  EXPECT_EQ(s0.entry("latents").shape, (std::vector<int64_t>{4, config.embed_dim, grid, grid}));
+  EXPECT_TRUE(torch::equal(torch::cat({s0.tensor("labels"), s1.tensor("labels")}), torch::tensor({0, 0, 1, 1, 1}, torch::kInt64)));
+  // Each latent is a sample of its image's posterior; the flipped one of the mirrored image's.
+  nn::AutoencoderKL model(config);
+  io::load_into(*model, io::read_weights(fixture("autoencoder/weights.safetensors")));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const io::Image first_image = io::center_crop_resize(io::read_image(root + "/ant/0.png"), resolution);
+  for (const bool flip : {false, true}) {
+    const io::Image im = flip ? io::flip_horizontal(first_image) : first_image;
+    const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
+    const torch::Tensor x = ((u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f - 0.5f) / 0.5f).unsqueeze(0);
+    const nn::DiagonalGaussian p = model->encode(x);
+    const torch::Tensor z = s0.tensor(flip ? "latents_flip" : "latents")[0];
+    // In noise units, where the noise is larger than float32 rounding of the mean (the fixture
+    // clamps one channel's log-variance to -30: std 3e-7).
+    const torch::Tensor visible = p.std[0] > 1e-3;
+    const torch::Tensor deviation = ((z - p.mean[0]) / p.std[0]).abs().masked_select(visible);
+    EXPECT_LT(deviation.max().item<double>(), 6.0) << (flip ? "flipped" : "plain");
+    EXPECT_GT(deviation.mean().item<double>(), 0.3) << "a sample, not the mean";
+  }
+  EXPECT_TRUE(fs::exists(out + "/latents_stats.pt"));
+  // A re-run skips complete shards; a lost shard comes back bit for bit.
+  const std::string before = [&] {
+    std::ifstream in(out + "/latents_rank00_shard001.safetensors", std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  }();
+  fs::remove(out + "/latents_rank00_shard001.safetensors");
+  const ProcessResult again = run_vavae(args);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("latents_rank00_shard000.safetensors is complete (4 images), skipped"), std::string::npos) << again.out;
+  std::ifstream in(out + "/latents_rank00_shard001.safetensors", std::ios::binary);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), {}), before);
 }
 
 }  // namespace

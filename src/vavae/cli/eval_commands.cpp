@@ -72,8 +72,38 @@ void add_latent_stats_command(CLI::App& app) {
   });
 }
 
+void add_extract_latents_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("extract-latents", "encode an ImageFolder into LightningDiT's latent shards (extract_features.py)");
+  struct Options {
+    ModelOptions model;
+    RuntimeOptions runtime;
+    data::ExtractOptions extract;
+    bool stats = true;
+  };
+  auto o = std::make_shared<Options>();
+  add_model_options(*cmd, o->model);
+  add_runtime_options(*cmd, o->runtime);
+  cmd->add_option("--data", o->extract.data, "labelled image folder (ROOT/CLASS/IMAGE, as ImageFolder)")->required();
+  cmd->add_option("--output", o->extract.output, "folder for latents_rank00_shardSSS.safetensors")->required();
+  cmd->add_option("--resolution", o->extract.resolution, "ADM centre-crop size")->capture_default_str();
+  cmd->add_option("--batch-size", o->extract.batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--images-per-shard", o->extract.images_per_shard, "images per shard (rounded down to whole batches, as upstream)")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->extract.seed, "seed of the posterior samples")->capture_default_str();
+  cmd->add_flag("!--no-stats", o->stats, "do not write latents_stats.pt afterwards");
+  cmd->callback([o] {
+    const torch::Device device = apply_runtime_options(o->runtime);
+    nn::AutoencoderKL model = load_autoencoder(o->model, device);
+    data::extract_latents(*model, o->extract, device);
+    if (!o->stats) return;
+    data::write_latent_stats(o->extract.output, data::compute_latent_stats(o->extract.output, o->extract.seed));
+    std::cout << "extract-latents: wrote " << o->extract.output << "/latents_stats.pt" << std::endl;
+  });
+}
+
 void add_eval_commands(CLI::App& app) {
   add_latent_stats_command(app);
+  add_extract_latents_command(app);
   auto* cmd = app.add_subcommand("fid", "FID between two image folders, feature sets or pytorch-fid statistics (.npz)");
   auto o = std::make_shared<FidOptions>();
   cmd->add_option("first", o->first, "image folder, stats.npz or features.safetensors[:tensor]")->required();

@@ -3,14 +3,116 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <iostream>
 
 #include "vavae/common/error.h"
+#include "vavae/common/progress.h"
+#include "vavae/common/runtime.h"
+#include "vavae/io/image.h"
 #include "vavae/io/files.h"
 #include "vavae/io/safetensors.h"
 #include "vavae/io/torch_writer.h"
 
 namespace vavae::data {
+
+namespace {
+
+// torchvision's ImageFolder: sorted class folders, each walked recursively in sorted order.
+std::vector<std::pair<std::string, int64_t>> image_folder_items(const std::string& root, int64_t* skipped) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(root)) throw Error(root + ": not a folder of class sub-folders");
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  if (classes.empty()) throw Error(root + ": no class sub-folders (ImageFolder layout: ROOT/CLASS/IMAGE)");
+  std::vector<std::pair<std::string, int64_t>> items;
+  for (size_t label = 0; label < classes.size(); ++label) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(root) / classes[label]))
+      if (e.is_regular_file()) files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      if (io::is_image_file(f)) items.emplace_back(f, static_cast<int64_t>(label));
+      else ++*skipped;
+    }
+  }
+  return items;
+}
+
+// ToTensor() + Normalize(0.5, 0.5) as torchvision computes it, in float32.
+torch::Tensor to_normalized_tensor(const io::Image& im) {
+  const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
+  return (u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f - 0.5f) / 0.5f;
+}
+
+std::string shard_name(int64_t index) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "latents_rank00_shard%03lld.safetensors", static_cast<long long>(index));
+  return name;
+}
+
+}  // namespace
+
+int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions& o, torch::Device device) {
+  namespace fs = std::filesystem;
+  if (o.batch_size <= 0 || o.images_per_shard < o.batch_size)
+    throw Error("extract-latents: the batch size must be positive and at most the images per shard");
+  int64_t skipped_files = 0;
+  const auto items = image_folder_items(o.data, &skipped_files);
+  if (items.empty()) throw Error(o.data + ": no PNG or JPEG images");
+  if (skipped_files > 0) std::cout << "extract-latents: " << skipped_files << " files that are not PNG or JPEG are left out" << std::endl;
+  fs::create_directories(o.output);
+  const int64_t per_shard = (o.images_per_shard / o.batch_size) * o.batch_size;  // upstream's rule
+  const int64_t total = static_cast<int64_t>(items.size());
+  const int64_t shards = (total + per_shard - 1) / per_shard;
+  torch::NoGradGuard no_grad;
+  autoencoder.eval();
+  Progress progress(total);
+  int64_t done = 0, encoded = 0;
+  for (int64_t shard = 0; shard < shards; ++shard) {
+    const int64_t begin = shard * per_shard, end = std::min(total, begin + per_shard);
+    const std::string path = (fs::path(o.output) / shard_name(shard)).string();
+    if (fs::exists(path)) {
+      try {
+        io::SafetensorsReader existing(path);
+        if (existing.metadata().count("total_size") && existing.metadata().at("total_size") == std::to_string(end - begin)) {
+          std::cout << "extract-latents: " << shard_name(shard) << " is complete (" << end - begin << " images), skipped" << std::endl;
+          done = end;
+          continue;
+        }
+      } catch (const Error&) {
+      }
+    }
+    at::Generator noise = at::detail::createCPUGenerator(o.seed * 1000003 + static_cast<uint64_t>(shard));
+    std::vector<torch::Tensor> latents, flipped;
+    std::vector<int64_t> labels;
+    for (int64_t start = begin; start < end; start += o.batch_size) {
+      std::vector<torch::Tensor> plain_batch, flip_batch;
+      for (int64_t i = start; i < std::min(end, start + o.batch_size); ++i) {
+        const io::Image im = io::center_crop_resize(io::read_image(items[static_cast<size_t>(i)].first), o.resolution);
+        plain_batch.push_back(to_normalized_tensor(im));
+        flip_batch.push_back(to_normalized_tensor(io::flip_horizontal(im)));
+        labels.push_back(items[static_cast<size_t>(i)].second);
+      }
+      // As upstream: the plain batch, then the flipped one, each with its own posterior sample.
+      latents.push_back(autoencoder.encode(torch::stack(plain_batch).to(device)).sample(noise).to(torch::kCPU));
+      flipped.push_back(autoencoder.encode(torch::stack(flip_batch).to(device)).sample(noise).to(torch::kCPU));
+      done += static_cast<int64_t>(plain_batch.size());
+      encoded += static_cast<int64_t>(plain_batch.size());
+      progress.report(done, encoded, shard_name(shard));
+    }
+    const torch::Tensor all = torch::cat(latents);
+    io::write_safetensors(path,
+                          {{"latents", all}, {"latents_flip", torch::cat(flipped)}, {"labels", torch::tensor(labels, torch::kInt64)}},
+                          {{"total_size", std::to_string(all.size(0))}, {"dtype", "torch.float32"}, {"device", "cpu"}});
+    std::cout << "extract-latents: wrote " << path << " (" << all.size(0) << " images, latents " << shape_string(all.sizes()) << ")"
+              << std::endl;
+  }
+  return encoded;
+}
 
 std::vector<std::string> latent_shards(const std::string& folder) {
   if (!std::filesystem::is_directory(folder)) throw Error(folder + ": not a folder of latent shards");

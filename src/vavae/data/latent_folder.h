@@ -4,9 +4,28 @@
 #include <string>
 #include <vector>
 
+#include "vavae/nn/autoencoder.h"
+
 // LightningDiT's latent folders: the shards extract_features.py writes (latents, latents_flip,
 // labels) and the normalisation ImgLatentDataset computes from them and caches as latents_stats.pt.
 namespace vavae::data {
+
+struct ExtractOptions {
+  std::string data;     // a labelled image folder: class sub-folders, as torchvision's ImageFolder reads it
+  std::string output;   // where the shards go
+  int64_t resolution = 256;
+  int64_t batch_size = 256;
+  int64_t images_per_shard = 10000;  // upstream writes a shard every (images_per_shard / batch_size) batches
+  uint64_t seed = 0;
+};
+
+// extract_features.py: every image of the folder (ImageFolder order: sorted classes, sorted files)
+// centre-cropped as ADM does, mapped with ToTensor + Normalize(0.5) in float32, encoded with a
+// posterior sample, as is and flipped horizontally, into latents_rank00_shardSSS.safetensors
+// (latents, latents_flip [n, C, h, w] F32, labels [n] I64; metadata total_size, dtype, device).
+// A shard's noise comes from its own seeded generator, so a re-run skips the complete shards
+// (saying so) and rewrites the rest exactly. Returns the number of images encoded by this call.
+int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions& options, torch::Device device);
 
 struct LatentStats {
   torch::Tensor mean, std;  // [1, C, 1, 1] float32

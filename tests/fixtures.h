@@ -37,6 +37,12 @@ inline nlohmann::json read_json(const std::string& relative) {
   return nlohmann::json::parse(in);
 }
 
+// A whole file as bytes ("" when it cannot be opened).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 inline std::string scratch_dir(const std::string& name) {
   std::string dir = ::testing::TempDir() + "vavae_" + name + "_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);

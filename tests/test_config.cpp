@@ -171,8 +171,7 @@ TEST(ConfigSchema, StagesResolveToCompleteObjectivesAtParseTime) {
 
 // The README's key table is the generated one (`vavae train --keys`), so it cannot drift.
 TEST(ConfigSchema, TheReadmeKeyTableIsTheGeneratedOne) {
-  std::ifstream in(source_file("README.md"));
-  const std::string readme(std::istreambuf_iterator<char>(in), {});
+  const std::string readme = read_file(source_file("README.md"));
   const std::string table = config::keys_table();
   EXPECT_NE(readme.find(table), std::string::npos) << "regenerate the README's key table with: vavae train --keys\n" << table;
 }

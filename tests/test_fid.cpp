@@ -69,8 +69,7 @@ TEST_F(FidFixture, NpzStatisticsRoundTripAndMatchNumpy) {
                            "np.savez(sys.argv[2], mu=f['mu'] * 2, sigma=f['sigma'])\n";
   const std::string out = dir + "/numpy.out";
   ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " " + dir + "/a.npz " + dir + "/b.npz > " + out).c_str()), 0);
-  std::ifstream in(out);
-  const std::string line((std::istreambuf_iterator<char>(in)), {});
+  const std::string line = read_file(out);
   EXPECT_NEAR(std::stod(line), a.mu[3].item<double>(), 1e-15) << line;
   EXPECT_NE(line.find("(48, 48) float64"), std::string::npos) << line;
   const eval::FeatureStatistics doubled = eval::read_npz_statistics(dir + "/b.npz");

@@ -24,11 +24,6 @@ namespace fs = std::filesystem;
 
 std::string hostile(const std::string& name) { return std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/" + name; }
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // The message of the Error that `fn` throws ("" when it throws none).
 template <typename Fn>
 std::string error_of(Fn&& fn) {
@@ -122,7 +117,7 @@ TEST(Hostile, InspectAndExportEndCleanlyAndExportOnlyBytesFromTheFile) {
     ASSERT_TRUE(exported.exited) << "signal " << exported.signal;
     EXPECT_TRUE(exported.code == 0 || exported.code == 1) << exported.err;
     if (exported.code != 0) continue;
-    const std::string source = file_bytes(hostile(name));
+    const std::string source = read_file(hostile(name));
     for (const auto& [key, t] : io::SafetensorsReader(out).all()) {
       const std::string bytes(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
       EXPECT_NE(source.find(bytes), std::string::npos) << key << " holds bytes that are not in the file";
@@ -222,7 +217,7 @@ TEST(Hostile, FuzzRegressionInputs) {
     const std::string harness = name.substr(0, name.find('-'));
     SCOPED_TRACE(name);
     if (harness == "image") error_of([&] { io::read_image(path); });
-    else if (harness == "config") error_of([&] { config::train_config_from_json(config::load_config_text(file_bytes(path)), name); });
+    else if (harness == "config") error_of([&] { config::train_config_from_json(config::load_config_text(read_file(path)), name); });
     else if (harness == "safetensors") error_of([&] { io::SafetensorsReader r(path); for (const auto& x : r.entries()) r.tensor(x.name); });
     else if (harness == "torch_checkpoint") error_of([&] { io::read_weights(path); });
     else if (harness == "pickle") error_of([&] { io::read_weights(path); });
@@ -240,7 +235,7 @@ TEST(Hostile, NoUserFileReachesALoaderThatCanRunCode) {
   for (const auto& e : fs::recursive_directory_iterator(std::string(VAVAE_SOURCE_DIR) + "/src")) {
     if (!e.is_regular_file()) continue;
     ++scanned;
-    const std::string text = file_bytes(e.path().string());
+    const std::string text = read_file(e.path().string());
     EXPECT_FALSE(std::regex_search(text, forbidden)) << e.path();
   }
   EXPECT_GT(scanned, 20u);

@@ -65,8 +65,7 @@ TEST(LatentStats, TheStatsFileIsATorchSaveDictThatTorchLoadReads) {
   const std::string script = "import torch, sys; d = torch.load(sys.argv[1]); "
                              "print(sorted(d), tuple(d['mean'].shape), d['std'].dtype, repr(float(d['std'][0, 3, 0, 0])))";
   ASSERT_EQ(std::system(("/usr/bin/python3 -c \"" + script + "\" " + dir + "/latents_stats.pt > " + out).c_str()), 0);
-  std::ifstream in(out);
-  const std::string line((std::istreambuf_iterator<char>(in)), {});
+  const std::string line = read_file(out);
   const int64_t channels = twin.tensor("mean").size(1);
   EXPECT_NE(line.find("['mean', 'std'] (1, " + std::to_string(channels) + ", 1, 1) torch.float32"), std::string::npos) << line;
   EXPECT_NEAR(std::stod(line.substr(line.rfind(' ') + 1)), twin.tensor("std")[0][3][0][0].item<double>(), 1e-7) << line;
@@ -129,16 +128,12 @@ TEST(ExtractLatents, WritesUpstreamsShardsAndResumes) {
   }
   EXPECT_TRUE(fs::exists(out + "/latents_stats.pt"));
   // A re-run skips complete shards; a lost shard comes back bit for bit.
-  const std::string before = [&] {
-    std::ifstream in(out + "/latents_rank00_shard001.safetensors", std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }();
+  const std::string before = read_file(out + "/latents_rank00_shard001.safetensors");
   fs::remove(out + "/latents_rank00_shard001.safetensors");
   const ProcessResult again = run_vavae(args);
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.out.find("latents_rank00_shard000.safetensors is complete (4 images), skipped"), std::string::npos) << again.out;
-  std::ifstream in(out + "/latents_rank00_shard001.safetensors", std::ios::binary);
-  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), {}), before);
+  EXPECT_EQ(read_file(out + "/latents_rank00_shard001.safetensors"), before);
 }
 
 }  // namespace

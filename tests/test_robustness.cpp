@@ -23,11 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 std::string hostile(const std::string& name) { return std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/" + name; }
 
 // The robustness runs: GAN from batch 3, a checkpoint every step, no validation on the way.
@@ -272,7 +267,7 @@ TEST(Robustness, ImpossibleConfigsAndWrongWeightsNameTheCulprit) {
   std::ofstream(dir + "/a.yaml") << config_text(images, 1);
   std::ofstream(dir + "/b.yaml") << with("ch: 32,", "ch: 64,");
   ASSERT_EQ(run_vavae({"train", "--config", dir + "/a.yaml", "--output", dir + "/run"}).code, 0);
-  std::string b = file_text(dir + "/b.yaml");
+  std::string b = read_file(dir + "/b.yaml");
   b.replace(b.find("source: \"unused\""), 16, "source: \"" + images + "\"");
   b.replace(b.find("source: \"unused\""), 16, "source: \"" + images + "\"");
   std::ofstream(dir + "/b.yaml") << b;
@@ -328,7 +323,7 @@ TEST(Robustness, AnOldCheckpointWithSerialisedOptimizersIsRefusedNotExecuted) {
   io::NamedTensors tensors;
   for (const auto& e : reader.entries())
     if (e.name.rfind("optimizer.", 0) != 0) tensors.emplace_back(e.name, reader.tensor(e.name));
-  const std::string archive = file_text(std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/os_system.pt");
+  const std::string archive = read_file(std::string(VAVAE_SOURCE_DIR) + "/tests/hostile/os_system.pt");
   torch::Tensor blob = torch::empty({static_cast<int64_t>(archive.size())}, torch::kUInt8);
   std::memcpy(blob.data_ptr(), archive.data(), archive.size());
   tensors.emplace_back("trainer.optimizer_generator", blob);

@@ -232,7 +232,9 @@ TEST(Training, AnUpstreamLightningCheckpointSeedsTheModel) {
   const io::LoadReport report = train::load_upstream_state_dict(step, ckpt);
   EXPECT_TRUE(torch::equal(step.vf_head->linear_proj->weight, projection));
   for (const auto& [k, t] : ckpt.tensors)
-    if (k == "encoder.conv_in.weight") EXPECT_TRUE(torch::equal(step.autoencoder->encoder->conv_in->weight, t));
+    if (k == "encoder.conv_in.weight") {
+      EXPECT_TRUE(torch::equal(step.autoencoder->encoder->conv_in->weight, t));
+    }
   EXPECT_EQ(report.ignored.count("foundation_model"), 1u) << report.summary();
   EXPECT_GE(report.loaded, 7u) << report.summary();
 }

@@ -43,10 +43,7 @@ std::vector<std::pair<std::string, int64_t>> image_folder_items(const std::strin
 }
 
 // ToTensor() + Normalize(0.5, 0.5) as torchvision computes it, in float32.
-torch::Tensor to_normalized_tensor(const io::Image& im) {
-  const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
-  return (u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f - 0.5f) / 0.5f;
-}
+torch::Tensor to_normalized_tensor(const io::Image& im) { return (io::to_unit_tensor(im) - 0.5f) / 0.5f; }
 
 std::string shard_name(int64_t index) {
   char name[64];

@@ -120,9 +120,7 @@ torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::v
     batch.clear();
   };
   for (const auto& file : files) {
-    const io::Image im = io::read_image(file);
-    const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
-    const torch::Tensor x = u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f;
+    const torch::Tensor x = io::to_unit_tensor(io::read_image(file));
     if (!batch.empty() && (static_cast<int64_t>(batch.size()) >= batch_size || batch.front().sizes() != x.sizes())) flush();
     batch.push_back(x);
   }

@@ -53,6 +53,10 @@ Image read_image(const std::string& path) {
   throw Error(path + ": cannot read image: not a PNG or JPEG file (" + std::to_string(n) + " bytes)");
 }
 
+torch::Tensor to_unit_tensor(const Image& image) {
+  return to_nchw_float(image)[0] / 255.0f;
+}
+
 void write_png(const std::string& path, const Image& image) {
   std::string encoded;
   auto append = [](void* context, void* data, int size) {

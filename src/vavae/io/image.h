@@ -39,6 +39,9 @@ Image pad(const Image& image, int64_t pad);
 
 // [B, 3, H, W] float32 in [-1, 1] as float32(double(u8) / 127.5 - 1) (the exact fixture mapping).
 torch::Tensor images_to_tensor(const std::vector<Image>& images);
+// torchvision's ToTensor(): [3, H, W] float32 u8 / 255 computed in float32 (pytorch-fid's and
+// LightningDiT's inference input, which differs by an ulp from the double formula above).
+torch::Tensor to_unit_tensor(const Image& image);
 
 // [B, 3, H, W] in [-1, 1] -> 8-bit images: round((x + 1) * 127.5), clamped to [0, 255].
 std::vector<Image> tensor_to_images(const torch::Tensor& x);

@@ -6,21 +6,14 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <tuple>
 
 #include "vavae/common/error.h"
 #include "vavae/common/json.h"
 #include "vavae/common/progress.h"
 #include "vavae/common/runtime.h"
 #include "vavae/data/loader.h"
-#include "vavae/eval/metrics.h"
-#include "vavae/io/files.h"
 #include "vavae/io/weights.h"
 #include "vavae/loss/vf_loss.h"
 #include "vavae/nn/foundation_model.h"
@@ -30,8 +23,6 @@
 
 namespace vavae::train {
 namespace {
-
-namespace fs = std::filesystem;
 
 std::atomic<bool> stop_requested{false};
 extern "C" void request_stop(int) { stop_requested = true; }

@@ -66,9 +66,8 @@ class InceptionFixture : public ::testing::Test {
 
 TEST_F(InceptionFixture, ReproducesTheResizeEveryBlockAndTheFeatures) {
   torch::NoGradGuard no_grad;
-  for (const char* batch : {"A", "B"}) {
-    SCOPED_TRACE(batch);
-    const std::string b = batch;
+  for (const auto& [b, batch] : meta.at("batches").items()) {
+    SCOPED_TRACE(b);
     const auto outputs = model->forward_blocks(tensors->tensor(b + ".input").to(test_device()));
     const char* names[] = {"x299", "block0", "block1", "block2", "block3"};
     for (size_t i = 0; i < 5; ++i)
@@ -79,33 +78,39 @@ TEST_F(InceptionFixture, ReproducesTheResizeEveryBlockAndTheFeatures) {
 }
 
 TEST_F(InceptionFixture, ThePngsDecodeToTheFixtureInputs) {
-  std::vector<torch::Tensor> images;
-  for (int i = 0; i < 2; ++i) {
-    const io::Image im = io::read_image(fixture("inception/A_" + std::to_string(i) + ".png"));
-    const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
-    images.push_back(u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f);  // ToTensor(): float32(u8) / 255
+  for (const auto& [b, batch] : meta.at("batches").items()) {
+    std::vector<torch::Tensor> images;
+    for (const auto& image : batch.at("images")) {
+      const io::Image im = io::read_image(fixture("inception/" + image.at("file").get<std::string>()));
+      const torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(im.rgb.data()), {im.height, im.width, 3}, torch::kUInt8);
+      images.push_back(u8.permute({2, 0, 1}).to(torch::kFloat32) / 255.0f);  // ToTensor(): float32(u8) / 255
+    }
+    EXPECT_TRUE(torch::equal(torch::stack(images), tensors->tensor(b + ".input"))) << b;
   }
-  EXPECT_TRUE(torch::equal(torch::stack(images), tensors->tensor("A.input")));
 }
 
 // `vavae fid` over two image folders: the fixture's PNGs through the network, then the distance of
 // their statistics, as pytorch-fid computes it from the same features.
 TEST_F(InceptionFixture, FidOfTwoImageFoldersIsTheDistanceOfTheirFeatures) {
   const std::string dir = scratch_dir("fid_folders");
-  for (const auto& [set, count] : {std::pair<std::string, int>{"A", 2}, {"B", 3}}) {
+  std::vector<std::string> sets;
+  for (const auto& [set, batch] : meta.at("batches").items()) {
+    sets.push_back(set);
     std::filesystem::create_directories(dir + "/" + set);
-    for (int i = 0; i < count; ++i) {
-      const std::string name = set + "_" + std::to_string(i) + ".png";
+    for (const auto& image : batch.at("images")) {
+      const std::string name = image.at("file");
       std::filesystem::copy_file(fixture("inception/" + name), dir + "/" + set + "/" + name);
     }
   }
-  const ProcessResult r = run_vavae({"fid", dir + "/A", dir + "/B", "--inception", weights, "--save-stats", dir + "/a.npz", "--threads", "2"});
+  ASSERT_GE(sets.size(), 2u);
+  const std::string a = sets[0], b = sets[1];
+  const ProcessResult r = run_vavae({"fid", dir + "/" + a, dir + "/" + b, "--inception", weights, "--save-stats", dir + "/a.npz", "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
-  const double expected = eval::frechet_distance(eval::feature_statistics(tensors->tensor("A.features")),
-                                                 eval::feature_statistics(tensors->tensor("B.features")));
+  const double expected = eval::frechet_distance(eval::feature_statistics(tensors->tensor(a + ".features")),
+                                                 eval::feature_statistics(tensors->tensor(b + ".features")));
   EXPECT_NEAR(std::stod(r.out.substr(r.out.rfind("FID ") + 4)), expected, 1e-4 * expected) << r.out;
   const eval::FeatureStatistics saved = eval::read_npz_statistics(dir + "/a.npz");
-  EXPECT_TRUE(all_close(saved.mu, tensors->tensor("A.features").mean(0), {1e-5, 1e-4}));
+  EXPECT_TRUE(all_close(saved.mu, tensors->tensor(a + ".features").mean(0), {1e-5, 1e-4}));
 }
 
 TEST_F(InceptionFixture, TheRealFilesInception3NamesLoadTheSameNetwork) {

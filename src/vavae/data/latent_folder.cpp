@@ -137,9 +137,10 @@ LatentStats compute_latent_stats(const std::string& folder, uint64_t seed, int64
   const int64_t n = std::min<int64_t>(max_items, static_cast<int64_t>(items.size()));
   at::Generator generator = at::detail::createCPUGenerator(seed);
   const torch::Tensor order = torch::randperm(static_cast<int64_t>(items.size()), generator, torch::kLong).slice(0, 0, n);
+  const auto drawn = order.accessor<int64_t, 1>();
   std::vector<torch::Tensor> cached(shards.size()), picked;
   for (int64_t k = 0; k < n; ++k) {
-    const auto [shard, row] = items[static_cast<size_t>(order[k].item<int64_t>())];
+    const auto [shard, row] = items[static_cast<size_t>(drawn[k])];
     if (!cached[shard].defined()) cached[shard] = shards[shard]->tensor("latents").to(torch::kFloat32);
     picked.push_back(cached[shard].slice(0, row, row + 1));
   }

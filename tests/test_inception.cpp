@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "fixtures.h"
+#include "inception_weights.h"
 #include "process.h"
 #include "vavae/eval/fid.h"
 #include "vavae/common/error.h"
@@ -16,22 +17,6 @@
 
 namespace vavae::test {
 namespace {
-
-// The fixture stores weights as I8 codes k with value = offset + k * 2^-exp (exact in float32).
-io::NamedTensors decode_fixture_weights() {
-  io::SafetensorsReader reader(fixture("inception/inception_weights_i8.safetensors"));
-  io::NamedTensors out;
-  for (const auto& e : reader.entries()) {
-    torch::Tensor t = reader.tensor(e.name);
-    if (e.dtype == "I8") {
-      const double exp = std::stod(reader.metadata().at("exp:" + e.name));
-      const double offset = std::stod(reader.metadata().at("offset:" + e.name));
-      t = (t.to(torch::kFloat64) * std::ldexp(1.0, -static_cast<int>(exp)) + offset).to(torch::kFloat32);
-    }
-    out.emplace_back(e.name, t);
-  }
-  return out;
-}
 
 // keys.txt: the Inception3 name of every key is its last column.
 std::map<std::string, std::string> inception3_names() {
@@ -54,7 +39,7 @@ class InceptionFixture : public ::testing::Test {
     tensors = std::make_unique<io::SafetensorsReader>(fixture("inception/tensors.safetensors"));
     const std::string dir = scratch_dir("inception");
     weights = dir + "/fid_inception.safetensors";
-    io::write_safetensors(weights, decode_fixture_weights());
+    io::write_safetensors(weights, decode_inception_fixture_weights());
     nn::load_fid_inception(*model, weights);
     model->to(test_device());
   }
@@ -117,7 +102,7 @@ TEST_F(InceptionFixture, TheRealFilesInception3NamesLoadTheSameNetwork) {
   const auto names = inception3_names();
   ASSERT_EQ(names.size(), 564u);
   io::NamedTensors renamed;
-  for (const auto& [k, t] : decode_fixture_weights()) renamed.emplace_back(names.at(k), t);
+  for (const auto& [k, t] : decode_inception_fixture_weights()) renamed.emplace_back(names.at(k), t);
   renamed.emplace_back("fc.weight", torch::zeros({1008, 2048}));  // the classifier the features do not use
   renamed.emplace_back("fc.bias", torch::zeros({1008}));
   const std::string path = scratch_dir("inception3") + "/pt_inception.safetensors";

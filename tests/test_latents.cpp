@@ -94,7 +94,7 @@ TEST(ExtractLatents, WritesUpstreamsShardsAndResumes) {
                                       std::to_string(resolution), "--batch-size", "2", "--images-per-shard", "4", "--threads", "2"};
   const ProcessResult first = run_vavae(args);
   ASSERT_EQ(first.code, 0) << first.err;
-  EXPECT_NE(first.out.find("1 files that are not PNG or JPEG are left out"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("5 images, 2 classes, 1 files that are not PNG or JPEG left out"), std::string::npos) << first.out;
   ASSERT_EQ(data::latent_shards(out), (std::vector<std::string>{out + "/latents_rank00_shard000.safetensors",
                                                                out + "/latents_rank00_shard001.safetensors"}));
   io::SafetensorsReader s0(out + "/latents_rank00_shard000.safetensors"), s1(out + "/latents_rank00_shard001.safetensors");

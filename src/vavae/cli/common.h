@@ -35,6 +35,6 @@ void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct
 void add_bench_command(CLI::App& app);
 void add_foundation_commands(CLI::App& app);  // train-fm, probe
 void add_train_commands(CLI::App& app);       // train, report, export
-void add_eval_commands(CLI::App& app);        // fid, latent-stats, extract-latents
+void add_eval_commands(CLI::App& app);        // eval, fid, latent-stats, extract-latents, latent-report
 
 }  // namespace vavae::cli

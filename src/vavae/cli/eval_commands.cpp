@@ -6,8 +6,10 @@
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
+#include "vavae/data/dataset.h"
 #include "vavae/data/latent_folder.h"
 #include "vavae/eval/fid.h"
+#include "vavae/eval/tokenizer_eval.h"
 #include "vavae/io/files.h"
 #include "vavae/io/image.h"
 #include "vavae/io/safetensors.h"
@@ -83,9 +85,10 @@ void add_extract_latents_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   add_model_options(*cmd, o->model);
   add_runtime_options(*cmd, o->runtime);
-  cmd->add_option("--data", o->extract.data, "labelled image folder (ROOT/CLASS/IMAGE, as ImageFolder)")->required();
+  cmd->add_option("--data", o->extract.data, "labelled image folder (ROOT/CLASS/IMAGE, as ImageFolder) or dataset (fashion-mnist:train, ...)")->required();
   cmd->add_option("--output", o->extract.output, "folder for latents_rank00_shardSSS.safetensors")->required();
   cmd->add_option("--resolution", o->extract.resolution, "ADM centre-crop size")->capture_default_str();
+  cmd->add_option("--pad", o->extract.pad, "zero padding on every side before the crop")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch-size", o->extract.batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--images-per-shard", o->extract.images_per_shard, "images per shard (rounded down to whole batches, as upstream)")
       ->capture_default_str();
@@ -101,7 +104,60 @@ void add_extract_latents_command(CLI::App& app) {
   });
 }
 
+void add_tokenizer_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "reconstruct an image folder and report rFID, PSNR, SSIM and LPIPS (evaluate_tokenizer.py)");
+  struct Options {
+    ModelOptions model;
+    RuntimeOptions runtime;
+    eval::TokenizerEvalOptions eval;
+    std::string data, lpips, lpips_heads, inception, posterior = "sample";
+  };
+  auto o = std::make_shared<Options>();
+  add_model_options(*cmd, o->model);
+  add_runtime_options(*cmd, o->runtime);
+  cmd->add_option("--data", o->data, "image folder (ImageFolder: ROOT/CLASS/IMAGE) or dataset (fashion-mnist:test, list.txt, ...)")->required();
+  cmd->add_option("--output", o->eval.output, "folder for metrics.csv, summary.json, worst.png, ref_images/, decoded_images/")->required();
+  cmd->add_option("--resolution", o->eval.resolution, "Resize + CenterCrop size")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--pad", o->eval.pad, "zero padding on every side first (2 for Fashion-MNIST at 32 px)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch-size", o->eval.batch_size, "images per batch (SSIM and LPIPS average batch means, as upstream)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", o->eval.limit, "evaluate the first N images only (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--worst", o->eval.worst, "reconstructions shown in worst.png")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--posterior", o->posterior, "sample (upstream) or mode")->capture_default_str()->check(CLI::IsMember({"sample", "mode"}));
+  cmd->add_option("--seed", o->eval.seed, "seed of the posterior samples")->capture_default_str();
+  cmd->add_flag("!--no-images", o->eval.save_images, "do not write ref_images/ and decoded_images/");
+  cmd->add_option("--lpips", o->lpips, "LPIPS weights (upstream LPIPS names, or torchvision vgg16 with --lpips-heads)");
+  cmd->add_option("--lpips-heads", o->lpips_heads, "LPIPS vgg.pth heads beside torchvision vgg16 weights");
+  cmd->add_option("--inception", o->inception, "FID Inception weights for rFID (pt_inception-2015-12-05-6726825d.pth or safetensors)");
+  cmd->callback([o] {
+    const torch::Device device = apply_runtime_options(o->runtime);
+    o->eval.sample_posterior = o->posterior == "sample";
+    nn::AutoencoderKL model = load_autoencoder(o->model, device);
+    nn::LPIPS lpips{nullptr};
+    if (!o->lpips.empty()) {
+      lpips = nn::LPIPS();
+      nn::load_lpips(*lpips, o->lpips, o->lpips_heads);
+      lpips->to(device);
+    }
+    nn::FIDInceptionV3 inception{nullptr};
+    if (!o->inception.empty()) {
+      inception = nn::FIDInceptionV3();
+      nn::load_fid_inception(*inception, o->inception);
+      inception->to(device);
+    }
+    const auto dataset = data::open_labelled_dataset(o->data);
+    std::cout << "eval: " << dataset->describe() << std::endl;
+    const eval::TokenizerEvalResult r =
+        eval::evaluate_tokenizer(*model, *dataset, o->eval, device, lpips.is_empty() ? nullptr : lpips.get(),
+                                 inception.is_empty() ? nullptr : inception.get());
+    eval::write_tokenizer_eval(r, o->eval, o->model.weights, o->data);
+    std::cout << eval::tokenizer_eval_table(r) << "eval: wrote " << o->eval.output << "/summary.json, metrics.csv"
+              << (r.worst.height > 0 ? ", worst.png" : "") << std::endl;
+  });
+}
+
 void add_eval_commands(CLI::App& app) {
+  add_tokenizer_eval_command(app);
   add_latent_stats_command(app);
   add_extract_latents_command(app);
   auto* cmd = app.add_subcommand("fid", "FID between two image folders, feature sets or pytorch-fid statistics (.npz)");

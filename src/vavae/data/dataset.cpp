@@ -121,6 +121,7 @@ class FileDataset : public Dataset {
   io::Image image(size_t i) const override { return io::read_image(files_[i]); }
   int64_t label(size_t i) const override { return labels_.empty() ? -1 : labels_[i]; }
   std::string describe() const override { return description_; }
+  std::string item_name(size_t i) const override { return files_[i]; }
 
  private:
   std::vector<std::string> files_;
@@ -135,6 +136,7 @@ class Subset : public Dataset {
   io::Image image(size_t i) const override { return base_->image(i); }
   int64_t label(size_t i) const override { return base_->label(i); }
   std::string describe() const override { return base_->describe() + ", first " + std::to_string(count_); }
+  std::string item_name(size_t i) const override { return base_->item_name(i); }
 
  private:
   std::shared_ptr<Dataset> base_;
@@ -184,6 +186,39 @@ std::shared_ptr<Dataset> image_folder(const std::string& root) {
   return std::make_shared<FileDataset>(std::move(files), labelled ? labels : std::vector<int64_t>{}, description);
 }
 
+std::shared_ptr<Dataset> class_folders(const std::string& root) {
+  if (!fs::is_directory(root)) throw Error(root + ": not a folder of class sub-folders");
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  if (classes.empty()) throw Error(root + ": no class sub-folders (ImageFolder layout: ROOT/CLASS/IMAGE)");
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+  int64_t left_out = 0;
+  for (size_t label = 0; label < classes.size(); ++label) {
+    // os.walk's (folder, name) order, not the order of whole path strings ("a/x" before "a-b/y").
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(root) / classes[label]))
+      if (e.is_regular_file()) entries.emplace_back(e.path().parent_path().string(), e.path().filename().string());
+    std::sort(entries.begin(), entries.end());
+    for (const auto& [folder, name] : entries) {
+      const std::string path = (fs::path(folder) / name).string();
+      if (!io::is_image_file(path)) {
+        ++left_out;
+        continue;
+      }
+      files.push_back(path);
+      labels.push_back(static_cast<int64_t>(label));
+    }
+  }
+  if (files.empty()) throw Error(root + ": no PNG or JPEG images in its class sub-folders");
+  std::string description = "ImageFolder " + root + " (" + std::to_string(files.size()) + " images, " +
+                            std::to_string(classes.size()) + " classes";
+  if (left_out > 0) description += ", " + std::to_string(left_out) + " files that are not PNG or JPEG left out";
+  return std::make_shared<FileDataset>(std::move(files), std::move(labels), description + ")");
+}
+
 std::shared_ptr<Dataset> file_list(const std::string& list) {
   std::ifstream in(list);
   if (!in) throw Error(list + ": cannot open file list");
@@ -220,6 +255,10 @@ std::shared_ptr<Dataset> open_dataset(const std::string& spec) {
   if (fs::is_regular_file(spec) && fs::path(spec).extension() == ".txt") return file_list(spec);
   if (fs::is_directory(spec)) return image_folder(spec);
   throw Error("dataset '" + spec + "': not fashion-mnist[:train|:test], idx:FOLDER[:split], a .txt file list or an image folder");
+}
+
+std::shared_ptr<Dataset> open_labelled_dataset(const std::string& spec) {
+  return fs::is_directory(spec) ? class_folders(spec) : open_dataset(spec);
 }
 
 }  // namespace vavae::data

@@ -10,6 +10,7 @@
 #include "vavae/common/error.h"
 #include "vavae/common/progress.h"
 #include "vavae/common/runtime.h"
+#include "vavae/data/dataset.h"
 #include "vavae/io/image.h"
 #include "vavae/io/files.h"
 #include "vavae/io/safetensors.h"
@@ -18,29 +19,6 @@
 namespace vavae::data {
 
 namespace {
-
-// torchvision's ImageFolder: sorted class folders, each walked recursively in sorted order.
-std::vector<std::pair<std::string, int64_t>> image_folder_items(const std::string& root, int64_t* skipped) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(root)) throw Error(root + ": not a folder of class sub-folders");
-  std::vector<std::string> classes;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) classes.push_back(e.path().filename().string());
-  std::sort(classes.begin(), classes.end());
-  if (classes.empty()) throw Error(root + ": no class sub-folders (ImageFolder layout: ROOT/CLASS/IMAGE)");
-  std::vector<std::pair<std::string, int64_t>> items;
-  for (size_t label = 0; label < classes.size(); ++label) {
-    std::vector<std::string> files;
-    for (const auto& e : fs::recursive_directory_iterator(fs::path(root) / classes[label]))
-      if (e.is_regular_file()) files.push_back(e.path().string());
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      if (io::is_image_file(f)) items.emplace_back(f, static_cast<int64_t>(label));
-      else ++*skipped;
-    }
-  }
-  return items;
-}
 
 // ToTensor() + Normalize(0.5, 0.5) as torchvision computes it, in float32.
 torch::Tensor to_normalized_tensor(const io::Image& im) { return (io::to_unit_tensor(im) - 0.5f) / 0.5f; }
@@ -57,13 +35,11 @@ int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions
   namespace fs = std::filesystem;
   if (o.batch_size <= 0 || o.images_per_shard < o.batch_size)
     throw Error("extract-latents: the batch size must be positive and at most the images per shard");
-  int64_t skipped_files = 0;
-  const auto items = image_folder_items(o.data, &skipped_files);
-  if (items.empty()) throw Error(o.data + ": no PNG or JPEG images");
-  if (skipped_files > 0) std::cout << "extract-latents: " << skipped_files << " files that are not PNG or JPEG are left out" << std::endl;
+  const auto dataset = open_labelled_dataset(o.data);
+  std::cout << "extract-latents: " << dataset->describe() << std::endl;
   fs::create_directories(o.output);
   const int64_t per_shard = (o.images_per_shard / o.batch_size) * o.batch_size;  // upstream's rule
-  const int64_t total = static_cast<int64_t>(items.size());
+  const int64_t total = static_cast<int64_t>(dataset->size());
   const int64_t shards = (total + per_shard - 1) / per_shard;
   torch::NoGradGuard no_grad;
   autoencoder.eval();
@@ -89,10 +65,11 @@ int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions
     for (int64_t start = begin; start < end; start += o.batch_size) {
       std::vector<torch::Tensor> plain_batch, flip_batch;
       for (int64_t i = start; i < std::min(end, start + o.batch_size); ++i) {
-        const io::Image im = io::center_crop_resize(io::read_image(items[static_cast<size_t>(i)].first), o.resolution);
+        const auto item = static_cast<size_t>(i);
+        const io::Image im = io::center_crop_resize(io::pad(dataset->image(item), o.pad), o.resolution);
         plain_batch.push_back(to_normalized_tensor(im));
         flip_batch.push_back(to_normalized_tensor(io::flip_horizontal(im)));
-        labels.push_back(items[static_cast<size_t>(i)].second);
+        labels.push_back(dataset->label(item));
       }
       // As upstream: the plain batch, then the flipped one, each with its own posterior sample.
       latents.push_back(autoencoder.encode(torch::stack(plain_batch).to(device)).sample(noise).to(torch::kCPU));

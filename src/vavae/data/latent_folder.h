@@ -11,9 +11,10 @@
 namespace vavae::data {
 
 struct ExtractOptions {
-  std::string data;     // a labelled image folder: class sub-folders, as torchvision's ImageFolder reads it
+  std::string data;     // a labelled image folder (class sub-folders, as ImageFolder) or a dataset spec (open_labelled_dataset)
   std::string output;   // where the shards go
   int64_t resolution = 256;
+  int64_t pad = 0;      // zero padding on every side before the crop (2 for Fashion-MNIST's 28 px at 32)
   int64_t batch_size = 256;
   int64_t images_per_shard = 10000;  // upstream writes a shard every (images_per_shard / batch_size) batches
   uint64_t seed = 0;

@@ -108,21 +108,29 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
   return diff.dot(diff).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() - 2 * trace_sqrt;
 }
 
+torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<io::Image>& images, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  inception.eval();
+  std::vector<torch::Tensor> batch;
+  for (const auto& image : images) batch.push_back(io::to_unit_tensor(image));
+  return inception.forward(torch::stack(batch).to(device)).to(torch::kCPU);
+}
+
 torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<std::string>& files, int64_t batch_size,
                                  torch::Device device) {
   if (files.size() < 2) throw Error("FID needs at least two images, got " + std::to_string(files.size()));
-  torch::NoGradGuard no_grad;
-  inception.eval();
-  std::vector<torch::Tensor> features, batch;
+  std::vector<torch::Tensor> features;
+  std::vector<io::Image> batch;
   auto flush = [&] {
     if (batch.empty()) return;
-    features.push_back(inception.forward(torch::stack(batch).to(device)).to(torch::kCPU));
+    features.push_back(inception_features(inception, batch, device));
     batch.clear();
   };
   for (const auto& file : files) {
-    const torch::Tensor x = io::to_unit_tensor(io::read_image(file));
-    if (!batch.empty() && (static_cast<int64_t>(batch.size()) >= batch_size || batch.front().sizes() != x.sizes())) flush();
-    batch.push_back(x);
+    io::Image image = io::read_image(file);
+    const bool other_size = !batch.empty() && (batch.front().height != image.height || batch.front().width != image.width);
+    if (other_size || static_cast<int64_t>(batch.size()) >= batch_size) flush();
+    batch.push_back(std::move(image));
   }
   flush();
   return torch::cat(features);

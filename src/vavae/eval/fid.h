@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "vavae/io/image.h"
 #include "vavae/nn/inception.h"
 
 // The Fréchet distance between two sets of feature vectors (FID when the features are
@@ -28,6 +29,9 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b);
 // float32), batches of consecutive images of one size, the network's 2048-d features; [N, 2048].
 torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<std::string>& files, int64_t batch_size,
                                  torch::Device device);
+
+// The 2048-d features of one batch of equally sized images (ToTensor, then the network): [B, 2048].
+torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::vector<io::Image>& images, torch::Device device);
 
 // pytorch-fid's statistics files: an .npz holding `mu` and `sigma` (float64 or float32 .npy).
 FeatureStatistics read_npz_statistics(const std::string& path);

@@ -1,4 +1,6 @@
 #pragma once
+#include <torch/torch.h>
+
 #include "vavae/io/image.h"
 
 namespace vavae::eval {
@@ -12,5 +14,13 @@ double psnr(const io::Image& reference, const io::Image& distorted);
 // truncated at 3.5 sigma), K1 = 0.01, K2 = 0.03, population (co)variances, per channel then
 // averaged, mean over the valid region where the window fits (no padding). Computed in double.
 double ssim(const io::Image& reference, const io::Image& distorted);
+
+// torchmetrics' StructuralSimilarityIndexMeasure(data_range=(low, high)) per image, as
+// evaluate_tokenizer.py calls it on [-1, 1] tensors: both batches clamped to [low, high],
+// C1 = (0.01 (high - low))^2, C2 = (0.03 (high - low))^2, the same 11x11 Gaussian window over the
+// valid region, variances clamped at 0, averaged over channels and pixels. [B] float64.
+// Not the number ssim() gives for the same images: the luminance term is not shift-invariant, so
+// [-1, 1] with range 2 and [0, 1] with range 1 differ.
+torch::Tensor ssim_torchmetrics(const torch::Tensor& preds, const torch::Tensor& target, double low, double high);
 
 }  // namespace vavae::eval

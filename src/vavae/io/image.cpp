@@ -57,14 +57,19 @@ torch::Tensor to_unit_tensor(const Image& image) {
   return to_nchw_float(image)[0] / 255.0f;
 }
 
-void write_png(const std::string& path, const Image& image) {
+std::string encode_png(const Image& image) {
   std::string encoded;
   auto append = [](void* context, void* data, int size) {
     static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
   };
   if (!stbi_write_png_to_func(append, &encoded, static_cast<int>(image.width), static_cast<int>(image.height), 3,
                               image.rgb.data(), static_cast<int>(image.width * 3)))
-    throw Error(path + ": PNG encoding failed");
+    throw Error("PNG encoding of a " + std::to_string(image.height) + "x" + std::to_string(image.width) + " image failed");
+  return encoded;
+}
+
+void write_png(const std::string& path, const Image& image) {
+  const std::string encoded = encode_png(image);
   write_file_atomically(path, [&](std::ostream& out) { out.write(encoded.data(), static_cast<std::streamsize>(encoded.size())); });
 }
 

@@ -15,6 +15,7 @@ struct Image {
 
 Image read_image(const std::string& path);  // PNG or JPEG (see image_decode.h) -> 8-bit RGB
 void write_png(const std::string& path, const Image& image);  // atomic
+std::string encode_png(const Image& image);                   // the PNG file's bytes
 
 // PNG or JPEG by extension (case-insensitive): the formats read_image is used for.
 bool is_image_file(const std::string& path);

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "chromium.h"
 #include "fixtures.h"
 #include "tiny_run.h"
 #include "vavae/common/error.h"
@@ -383,18 +384,12 @@ TEST(Training, ReportRendersInHeadlessChromium) {
   const std::string html((std::istreambuf_iterator<char>(in)), {});
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("data:image/png;base64,"), std::string::npos);
-  if (!fs::exists("/usr/bin/chromium")) GTEST_SKIP() << "chromium is not installed";
-  const std::string log = run + "/chromium.log";
-  const std::string command =
-      "timeout 120 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
-      "--disable-background-networking --disable-component-update --disable-sync --user-data-dir=" + run +
-      "/profile --enable-logging=stderr --v=0 --dump-dom file://" + fs::absolute(page).string() + " > " + run + "/dom.html 2> " + log;
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  std::ifstream dom_in(run + "/dom.html"), log_in(log);
-  const std::string dom((std::istreambuf_iterator<char>(dom_in)), {}), errors((std::istreambuf_iterator<char>(log_in)), {});
-  EXPECT_NE(dom.find("<svg"), std::string::npos);
-  EXPECT_EQ(errors.find("CONSOLE"), std::string::npos) << errors;
-  EXPECT_EQ(errors.find("Uncaught"), std::string::npos) << errors;
+  if (!have_chromium()) GTEST_SKIP() << "chromium is not installed";
+  const RenderedPage rendered = render_in_chromium(page, run);
+  ASSERT_EQ(rendered.exit_code, 0);
+  EXPECT_NE(rendered.dom.find("<svg"), std::string::npos);
+  EXPECT_EQ(rendered.log.find("CONSOLE"), std::string::npos) << rendered.log;
+  EXPECT_EQ(rendered.log.find("Uncaught"), std::string::npos) << rendered.log;
 }
 
 TEST(TrainFM, ShortRunLowersTheLossAndWritesALoadableModel) {

@@ -9,6 +9,7 @@
 #include "vavae/data/dataset.h"
 #include "vavae/data/latent_folder.h"
 #include "vavae/eval/fid.h"
+#include "vavae/eval/latent_report.h"
 #include "vavae/eval/tokenizer_eval.h"
 #include "vavae/io/files.h"
 #include "vavae/io/image.h"
@@ -156,8 +157,45 @@ void add_tokenizer_eval_command(CLI::App& app) {
   });
 }
 
+void add_latent_report_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("latent-report", "statistics, spectrum, uniformity and linear probe of latent folders, side by side (latent_report.html)");
+  struct Options {
+    std::vector<std::string> folders, names;
+    std::string output;
+    eval::LatentReportOptions report;
+    RuntimeOptions runtime;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("folders", o->folders, "latent folders (extract-latents output), one column each")->required();
+  cmd->add_option("--name", o->names, "a name per folder (default: the folder's name)");
+  cmd->add_option("--output", o->output, "folder for latent_report.html and latent_report.json")->required();
+  cmd->add_option("--images", o->report.images, "items drawn for statistics, spectrum and probe")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--points", o->report.points, "latent vectors in the t-SNE embedding")->capture_default_str()->check(CLI::Range(8, 20000));
+  cmd->add_option("--perplexity", o->report.tsne.perplexity, "t-SNE perplexity")->capture_default_str();
+  cmd->add_option("--iterations", o->report.tsne.iterations, "t-SNE iterations")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", o->report.seed, "which items and vectors are drawn")->capture_default_str();
+  add_runtime_options(*cmd, o->runtime);
+  cmd->callback([o] {
+    apply_runtime_options(o->runtime);
+    if (!o->names.empty() && o->names.size() != o->folders.size())
+      throw Error("latent-report: " + std::to_string(o->names.size()) + " names for " + std::to_string(o->folders.size()) + " folders");
+    std::vector<eval::LatentReport> reports;
+    for (size_t i = 0; i < o->folders.size(); ++i) {
+      const std::string name = o->names.empty() ? std::filesystem::path(o->folders[i]).lexically_normal().filename().string() : o->names[i];
+      reports.push_back(eval::analyse_latent_folder(o->folders[i], name, o->report));
+      const auto& r = reports.back();
+      std::cout << name << ": effective rank " << r.spectrum.effective_rank << " of " << r.channels << ", density CV "
+                << r.uniformity.density_cv << ", Gini " << r.uniformity.gini << ", normalised entropy " << r.uniformity.normalized_entropy;
+      if (r.probed) std::cout << ", linear probe " << r.probe.test_accuracy;
+      std::cout << std::endl;
+    }
+    std::cout << "latent-report: wrote " << eval::write_latent_report(reports, o->report, o->output) << std::endl;
+  });
+}
+
 void add_eval_commands(CLI::App& app) {
   add_tokenizer_eval_command(app);
+  add_latent_report_command(app);
   add_latent_stats_command(app);
   add_extract_latents_command(app);
   auto* cmd = app.add_subcommand("fid", "FID between two image folders, feature sets or pytorch-fid statistics (.npz)");

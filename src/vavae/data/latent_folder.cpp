@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "vavae/common/error.h"
 #include "vavae/common/progress.h"
@@ -15,6 +16,7 @@
 #include "vavae/io/files.h"
 #include "vavae/io/safetensors.h"
 #include "vavae/io/torch_writer.h"
+#include "vavae/io/weights.h"
 
 namespace vavae::data {
 
@@ -98,7 +100,7 @@ std::vector<std::string> latent_shards(const std::string& folder) {
   return files;
 }
 
-LatentStats compute_latent_stats(const std::string& folder, uint64_t seed, int64_t max_items) {
+LatentItems draw_latent_items(const std::string& folder, uint64_t seed, int64_t max_items, bool with_flip) {
   // Item index -> (shard, row), over the shards in sorted order.
   std::vector<std::unique_ptr<io::SafetensorsReader>> shards;
   std::vector<std::pair<size_t, int64_t>> items;
@@ -109,21 +111,51 @@ LatentStats compute_latent_stats(const std::string& folder, uint64_t seed, int64
     const auto& e = s.entry("latents");
     if (e.shape.size() != 4 || s.entry("labels").shape.size() != 1 || s.entry("labels").shape[0] != e.shape[0])
       throw Error(file + ": latents must be [N, C, H, W] beside labels [N]");
+    if (with_flip && (!s.contains("latents_flip") || s.entry("latents_flip").shape != e.shape))
+      throw Error(file + ": needs latents_flip of the shape of latents");
     for (int64_t i = 0; i < e.shape[0]; ++i) items.emplace_back(shards.size() - 1, i);
   }
   const int64_t n = std::min<int64_t>(max_items, static_cast<int64_t>(items.size()));
   at::Generator generator = at::detail::createCPUGenerator(seed);
   const torch::Tensor order = torch::randperm(static_cast<int64_t>(items.size()), generator, torch::kLong).slice(0, 0, n);
   const auto drawn = order.accessor<int64_t, 1>();
-  std::vector<torch::Tensor> cached(shards.size()), picked;
+  // Each shard's tensors are read once, when the first of its items is drawn.
+  std::vector<std::map<std::string, torch::Tensor>> cached(shards.size());
+  std::map<std::string, std::vector<torch::Tensor>> picked;
+  std::vector<std::string> names{"latents", "labels"};
+  if (with_flip) names.push_back("latents_flip");
   for (int64_t k = 0; k < n; ++k) {
     const auto [shard, row] = items[static_cast<size_t>(drawn[k])];
-    if (!cached[shard].defined()) cached[shard] = shards[shard]->tensor("latents").to(torch::kFloat32);
-    picked.push_back(cached[shard].slice(0, row, row + 1));
+    for (const auto& name : names) {
+      auto& t = cached[shard][name];
+      if (!t.defined()) t = name == "labels" ? shards[shard]->tensor(name).to(torch::kInt64) : shards[shard]->tensor(name).to(torch::kFloat32);
+      picked[name].push_back(t.slice(0, row, row + 1));
+    }
   }
-  const torch::Tensor latents = torch::cat(picked);
+  LatentItems out;
+  out.latents = torch::cat(picked["latents"]);
+  out.labels = torch::cat(picked["labels"]);
+  if (with_flip) out.latents_flip = torch::cat(picked["latents_flip"]);
+  return out;
+}
+
+LatentStats compute_latent_stats(const std::string& folder, uint64_t seed, int64_t max_items) {
+  const torch::Tensor latents = draw_latent_items(folder, seed, max_items, false).latents;
   if (latents.size(0) * latents.size(2) * latents.size(3) < 2) throw Error(folder + ": too few latent values for a std");
   return {latents.mean({0, 2, 3}, /*keepdim=*/true), latents.std({0, 2, 3}, /*unbiased=*/true, /*keepdim=*/true)};
+}
+
+std::optional<LatentStats> read_latent_stats(const std::string& folder) {
+  const std::string path = (std::filesystem::path(folder) / "latents_stats.pt").string();
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  LatentStats stats;
+  for (const auto& [name, t] : io::read_weights(path).tensors) {
+    if (name == "mean") stats.mean = t.to(torch::kFloat32);
+    else if (name == "std") stats.std = t.to(torch::kFloat32);
+  }
+  if (!stats.mean.defined() || !stats.std.defined() || stats.mean.dim() != 4 || stats.mean.sizes() != stats.std.sizes())
+    throw Error(path + ": needs mean and std of shape [1, C, 1, 1]");
+  return stats;
 }
 
 void write_latent_stats(const std::string& folder, const LatentStats& stats) {

@@ -1,6 +1,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,13 @@ struct LatentStats {
 // The folder's *.safetensors files in sorted order (the order ImgLatentDataset indexes items in).
 std::vector<std::string> latent_shards(const std::string& folder);
 
+struct LatentItems {
+  torch::Tensor latents, latents_flip, labels;  // [n, C, h, w] float32 (latents_flip only when asked), [n] int64
+};
+// min(max_items, N) items drawn without replacement (seeded; in the drawn order), as
+// ImgLatentDataset.compute_latent_stats draws them.
+LatentItems draw_latent_items(const std::string& folder, uint64_t seed, int64_t max_items, bool with_flip);
+
 // ImgLatentDataset.compute_latent_stats: min(max_items, N) items drawn without replacement
 // (seeded; all of them when N <= max_items), their un-flipped `latents` only, mean and unbiased
 // (N·H·W − 1) std per channel.
@@ -44,6 +52,9 @@ LatentStats compute_latent_stats(const std::string& folder, uint64_t seed, int64
 // safetensors twin in its stats/ subfolder (not beside the shards, where LightningDiT's glob of
 // *.safetensors would take it for one).
 void write_latent_stats(const std::string& folder, const LatentStats& stats);
+
+// The folder's latents_stats.pt (through the safe reader), when there is one.
+std::optional<LatentStats> read_latent_stats(const std::string& folder);
 
 // (latent − mean) / std · multiplier, as ImgLatentDataset returns an item.
 torch::Tensor normalize_latents(const torch::Tensor& latents, const LatentStats& stats, double multiplier = 1.0);

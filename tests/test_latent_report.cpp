@@ -7,6 +7,7 @@
 #include "fixtures.h"
 #include "process.h"
 #include "vavae/eval/latent_space.h"
+#include "vavae/io/image.h"
 #include "vavae/io/safetensors.h"
 
 namespace vavae::test {
@@ -150,6 +151,7 @@ TEST(LatentReport, ComparesTwoFoldersOnOnePageThatRendersInChromium) {
   size_t images = 0;
   for (size_t at = html.find("data:image/png;base64,"); at != std::string::npos; at = html.find("data:image/png;base64,", at + 1)) ++images;
   EXPECT_EQ(images, 2u) << "one density picture per folder";
+  EXPECT_EQ(io::read_image(out + "/density_2.png").width, 420);
   if (!have_chromium()) GTEST_SKIP() << "chromium is not installed";
   const RenderedPage page = render_in_chromium(out + "/latent_report.html", out);
   ASSERT_EQ(page.exit_code, 0);

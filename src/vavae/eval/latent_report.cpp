@@ -186,7 +186,12 @@ std::string write_latent_report(const std::vector<LatentReport>& reports, const 
                     : std::string("no labels");
   });
   html << "</table><h2>Density of the 2-D embedding</h2>";
-  for (const auto& r : reports) html << png_figure(r.name + ": t-SNE coloured by KDE density", density_scatter(r.embedding, r.densities), 420);
+  for (size_t k = 0; k < reports.size(); ++k) {
+    // Also as files (density_1.png, ...), for pages that link pictures rather than embed them.
+    const io::Image picture = density_scatter(reports[k].embedding, reports[k].densities);
+    io::write_png((fs::path(output) / ("density_" + std::to_string(k + 1) + ".png")).string(), picture);
+    html << png_figure(reports[k].name + ": t-SNE coloured by KDE density", picture, 420);
+  }
   html << "<h2>Covariance spectrum</h2>"
        << line_plot("eigenvalues / their sum, largest first", spectra, true, "eigenvalue") << "<h2>Per-channel statistics (raw latents)</h2>"
        << line_plot("mean", means, false, "channel") << line_plot("std", stds, false, "channel") << "</body></html>\n";

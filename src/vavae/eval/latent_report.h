@@ -39,7 +39,8 @@ LatentReport analyse_latent_folder(const std::string& folder, const std::string&
 // The embedding as a scatter plot, each point coloured by its density (viridis), densest on top.
 io::Image density_scatter(const torch::Tensor& embedding, const torch::Tensor& densities, int64_t size = 420);
 
-// OUTPUT/latent_report.html (the folders side by side) and OUTPUT/latent_report.json; returns the page's path.
+// OUTPUT/latent_report.html (the folders side by side), OUTPUT/latent_report.json and the density
+// pictures as OUTPUT/density_K.png (K = 1, 2, ... in folder order); returns the page's path.
 std::string write_latent_report(const std::vector<LatentReport>& reports, const LatentReportOptions& options,
                                 const std::string& output);
 

@@ -7,6 +7,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libstb-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
   libgtest-dev
+  libgloo-dev
   clang libclang-rt-14-dev
   dataset-fashion-mnist
   python3-numpy

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <vector>
 
 #include "vavae/nn/autoencoder.h"
 
@@ -29,6 +30,10 @@ template <typename Fn>
 void for_each_batch(int64_t count, int64_t batch_size, Fn&& fn) {
   for (int64_t start = 0; start < count; start += batch_size) fn(start, std::min(batch_size, count - start));
 }
+
+// The command line this process was started with (argv[0] first).
+const std::vector<std::string>& program_arguments();
+void set_program_arguments(int argc, char** argv);
 
 void add_inspect_command(CLI::App& app);
 void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct

@@ -27,6 +27,16 @@ void add_model_options(CLI::App& app, ModelOptions& options) {
   app.add_flag("--partial", options.partial, "accept weights that miss some model tensors");
 }
 
+namespace {
+std::vector<std::string>& arguments() {
+  static std::vector<std::string> stored;
+  return stored;
+}
+}  // namespace
+
+const std::vector<std::string>& program_arguments() { return arguments(); }
+void set_program_arguments(int argc, char** argv) { arguments().assign(argv, argv + argc); }
+
 nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device) {
   nn::AutoencoderKL model(config::load_autoencoder_config(options.config));
   const io::WeightFile weights = io::read_weights(options.weights);
@@ -53,6 +63,7 @@ int report_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  vavae::cli::set_program_arguments(argc, argv);
   CLI::App app{"vavae: train and run VA-VAE image tokenizers (LDM AutoencoderKL + VF loss)"};
   app.require_subcommand(1);
   vavae::cli::add_inspect_command(app);

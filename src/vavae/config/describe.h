@@ -37,6 +37,9 @@ void describe_objective(loss::ObjectiveConfig& o, V& v, const std::string& p) {
   v.key(p + "disc_weight", o.disc_weight, "scale of the adaptive GAN weight", kPerStage);
   v.key(p + "perceptual_weight", o.perceptual_weight, "weight of LPIPS in the reconstruction loss", kPerStage);
   v.key(p + "use_actnorm", o.use_actnorm, "ActNorm instead of BatchNorm in the PatchGAN");
+  v.key(p + "disc_bn_group", o.disc_bn_group,
+        "PatchGAN BatchNorm statistics over groups of this many images (0: the whole batch); one process with "
+        "batch N*b and group b normalises as N data-parallel ranks of batch b do");
   v.key(p + "disc_loss", o.disc_loss, "hinge or vanilla");
   v.key(p + "vf_weight", o.vf_weight, "weight of the VF loss (scales the adaptive weight when adaptive_vf)", kPerStage);
   v.key(p + "adaptive_vf", o.adaptive_vf, "scale the VF loss by the gradient-norm ratio at the encoder's last layer", kPerStage);

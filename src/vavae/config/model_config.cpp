@@ -37,6 +37,7 @@ void validate_objective(const loss::ObjectiveConfig& c, const std::string& where
   if (c.lpips_dropout != "upstream" && c.lpips_dropout != "off")
     throw Error(where + ".lpips_dropout must be 'upstream' or 'off', got '" + c.lpips_dropout + "'");
   if (c.disc_num_layers < 1 || c.disc_num_layers > 8) throw Error(where + ".disc_num_layers must be in [1, 8]");
+  if (c.disc_bn_group < 0) throw Error(where + ".disc_bn_group must be 0 (the whole batch) or a group size, got " + std::to_string(c.disc_bn_group));
   if (c.disc_ndf < 1 || c.disc_in_channels < 1) throw Error(where + ".disc_ndf and disc_in_channels must be positive");
 }
 

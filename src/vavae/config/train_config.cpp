@@ -77,6 +77,9 @@ void describe(TrainConfig& c, V& v) {
   v.key("trainer.threads", c.trainer.threads, "CPU threads (0: all cores)");
   v.key("trainer.device", c.trainer.device, "cpu, cuda or auto");
   v.key("trainer.max_nonfinite_steps", c.trainer.max_nonfinite_steps, "non-finite steps in a row that stop the run");
+  v.key("trainer.adaptive_weights", c.trainer.adaptive_weights,
+        "data parallel: d_weight and vf_weight from each rank's gradients (local, upstream's DDP) or the global batch's (global)");
+  v.key("trainer.dist_timeout", c.trainer.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
   v.key("lightning.trainer.max_epochs", c.trainer.max_epochs, "upstream's name for trainer.max_epochs");
   v.key("lightning.trainer.precision", c.precision, "32: vavae trains in float32, as the released model was");
   v.ignored("lightning.trainer.devices", "GPUs come from the launch, not the config");
@@ -123,6 +126,9 @@ void validate(TrainConfig& c, const std::string& source) {
   if (k.log_every <= 0 || k.val_every <= 0 || k.checkpoint_every <= 0 || k.keep_checkpoints <= 0)
     throw Error(source + ": trainer: log_every, val_every, checkpoint_every and keep_checkpoints must be positive");
   if (k.max_nonfinite_steps < 1) throw Error(source + ": trainer.max_nonfinite_steps must be at least 1");
+  if (k.adaptive_weights != "local" && k.adaptive_weights != "global")
+    throw Error(source + ": trainer.adaptive_weights must be local or global, got '" + k.adaptive_weights + "'");
+  if (!(k.dist_timeout > 0)) throw Error(source + ": trainer.dist_timeout must be positive (seconds)");
   if (c.provenance.count("trainer.max_epochs") && c.provenance.count("lightning.trainer.max_epochs"))
     throw Error(source + ": give trainer.max_epochs or lightning.trainer.max_epochs, not both");
   if (c.provenance.count("weight_init") && c.provenance.count("init_weight"))

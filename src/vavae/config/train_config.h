@@ -49,6 +49,10 @@ struct TrainerConfig {
   std::string device = "cpu";
   // Steps whose loss or gradients are NaN/Inf are skipped; this many in a row stop the run.
   int64_t max_nonfinite_steps = 5;
+  // Data parallelism: the adaptive weights from each rank's own gradients ("local", upstream's
+  // DDP) or from the global batch's ("global"); seconds a collective may wait for a lost rank.
+  std::string adaptive_weights = "local";
+  double dist_timeout = 300;
 };
 
 struct TrainConfig {

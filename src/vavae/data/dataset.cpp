@@ -129,18 +129,20 @@ class FileDataset : public Dataset {
   std::string description_;
 };
 
-class Subset : public Dataset {
+class Slice : public Dataset {
  public:
-  Subset(std::shared_ptr<Dataset> base, size_t count) : base_(std::move(base)), count_(count) {}
-  size_t size() const override { return count_; }
-  io::Image image(size_t i) const override { return base_->image(i); }
-  int64_t label(size_t i) const override { return base_->label(i); }
-  std::string describe() const override { return base_->describe() + ", first " + std::to_string(count_); }
-  std::string item_name(size_t i) const override { return base_->item_name(i); }
+  Slice(std::shared_ptr<Dataset> base, size_t begin, size_t end, std::string description)
+      : base_(std::move(base)), begin_(begin), end_(end), description_(std::move(description)) {}
+  size_t size() const override { return end_ - begin_; }
+  io::Image image(size_t i) const override { return base_->image(begin_ + i); }
+  int64_t label(size_t i) const override { return base_->label(begin_ + i); }
+  std::string describe() const override { return base_->describe() + ", " + description_; }
+  std::string item_name(size_t i) const override { return base_->item_name(begin_ + i); }
 
  private:
   std::shared_ptr<Dataset> base_;
-  size_t count_;
+  size_t begin_, end_;
+  std::string description_;
 };
 
 }  // namespace
@@ -236,7 +238,14 @@ std::shared_ptr<Dataset> file_list(const std::string& list) {
 
 std::shared_ptr<Dataset> subset(std::shared_ptr<Dataset> base, size_t count) {
   if (count == 0 || count >= base->size()) return base;
-  return std::make_shared<Subset>(std::move(base), count);
+  return std::make_shared<Slice>(std::move(base), 0, count, "first " + std::to_string(count));
+}
+
+std::shared_ptr<Dataset> slice(std::shared_ptr<Dataset> base, size_t begin, size_t end) {
+  if (begin > end || end > base->size())
+    throw Error(base->describe() + ": items [" + std::to_string(begin) + ", " + std::to_string(end) + ") are out of range");
+  if (begin == 0 && end == base->size()) return base;
+  return std::make_shared<Slice>(std::move(base), begin, end, "items " + std::to_string(begin) + " to " + std::to_string(end));
 }
 
 std::shared_ptr<Dataset> open_dataset(const std::string& spec) {

@@ -38,6 +38,8 @@ std::shared_ptr<Dataset> file_list(const std::string& list);
 
 // The first `count` items of another dataset (all when count is 0 or larger than it).
 std::shared_ptr<Dataset> subset(std::shared_ptr<Dataset> base, size_t count);
+// Items [begin, end) of another dataset (a data-parallel rank's share).
+std::shared_ptr<Dataset> slice(std::shared_ptr<Dataset> base, size_t begin, size_t end);
 
 // From a source spec: "fashion-mnist[:train|:test]" (the Debian dataset folder), "idx:FOLDER[:split]",
 // a .txt file list, or an image folder.

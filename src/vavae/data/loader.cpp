@@ -20,8 +20,12 @@ uint64_t mix(uint64_t a, uint64_t b) {  // splitmix64 of a combined key
 
 Loader::Loader(std::shared_ptr<Dataset> dataset, const LoaderConfig& config) : dataset_(std::move(dataset)), config_(config) {
   if (config_.batch_size <= 0) throw Error("batch_size must be positive");
-  if (static_cast<int64_t>(dataset_->size()) < config_.batch_size)
-    throw Error(dataset_->describe() + ": fewer images than one batch of " + std::to_string(config_.batch_size));
+  if (config_.world_size <= 0 || config_.rank < 0 || config_.rank >= config_.world_size)
+    throw Error("loader: rank " + std::to_string(config_.rank) + " of " + std::to_string(config_.world_size));
+  const int64_t global_batch = config_.batch_size * config_.world_size;
+  if (static_cast<int64_t>(dataset_->size()) < global_batch)
+    throw Error(dataset_->describe() + ": fewer images than one batch of " + std::to_string(global_batch) +
+                (config_.world_size > 1 ? " (" + std::to_string(config_.batch_size) + " on each of " + std::to_string(config_.world_size) + " ranks)" : ""));
 }
 
 Loader::~Loader() {
@@ -29,7 +33,9 @@ Loader::~Loader() {
     if (f.valid()) f.wait();
 }
 
-int64_t Loader::batches_per_epoch() const { return static_cast<int64_t>(dataset_->size()) / config_.batch_size; }
+int64_t Loader::batches_per_epoch() const {
+  return static_cast<int64_t>(dataset_->size()) / (config_.batch_size * config_.world_size);
+}
 
 std::shared_ptr<const std::vector<size_t>> Loader::permutation(int64_t epoch) const {
   std::lock_guard<std::mutex> lock(permutation_mutex_);
@@ -66,7 +72,7 @@ Batch Loader::batch(int64_t epoch, int64_t index) const {
   const std::vector<size_t>& order = *shared_order;
   std::vector<io::Image> images;
   std::vector<int64_t> labels;
-  size_t position = static_cast<size_t>(index * config_.batch_size);
+  size_t position = static_cast<size_t>((index * config_.world_size + config_.rank) * config_.batch_size);
   size_t attempts = 0;
   while (static_cast<int64_t>(images.size()) < config_.batch_size) {
     if (attempts++ > order.size()) throw Error(dataset_->describe() + ": no readable images left");

@@ -25,6 +25,10 @@ struct LoaderConfig {
   uint64_t seed = 0;
   int64_t workers = 2;  // batches decoded ahead, each on its own thread
   TransformConfig transform;
+  // Data parallelism: each of `world_size` ranks reads its own `batch_size` images of every global
+  // batch of world_size * batch_size consecutive items of the epoch's permutation, rank 0 first;
+  // the union of the ranks' batches is the batch one rank of world_size * batch_size reads.
+  int rank = 0, world_size = 1;
 };
 
 struct Batch {
@@ -41,7 +45,7 @@ class Loader {
   Loader(std::shared_ptr<Dataset> dataset, const LoaderConfig& config);
   ~Loader();
 
-  int64_t batches_per_epoch() const;  // full batches only
+  int64_t batches_per_epoch() const;  // full global batches only
   Batch batch(int64_t epoch, int64_t index) const;
 
   // Sequential reading with `workers` batches decoded ahead, from (epoch, index) on.

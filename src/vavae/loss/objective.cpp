@@ -6,11 +6,21 @@
 namespace vavae::loss {
 namespace {
 
-// ||d a / d W|| / (||d b / d W|| + 1e-4), clamped and detached: the ratio both adaptive weights use.
-torch::Tensor gradient_norm_ratio(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& layer, double max) {
+using GradientReduction = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// ||ga|| / (||gb|| + 1e-4), clamped and detached, of two last-layer gradients (each reduced across
+// ranks first when data-parallel training asks for it): the ratio both adaptive weights use.
+torch::Tensor norm_ratio(torch::Tensor ga, torch::Tensor gb, double max, const GradientReduction& reduce) {
+  if (reduce) ga = reduce(ga), gb = reduce(gb);
+  return torch::clamp(ga.norm() / (gb.norm() + 1e-4), 0.0, max).detach();
+}
+
+// The same ratio for d a / d W and d b / d W.
+torch::Tensor gradient_norm_ratio(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& layer, double max,
+                                  const GradientReduction& reduce) {
   const torch::Tensor ga = torch::autograd::grad({a}, {layer}, {}, /*retain_graph=*/true)[0];
   const torch::Tensor gb = torch::autograd::grad({b}, {layer}, {}, /*retain_graph=*/true)[0];
-  return torch::clamp(ga.norm() / (gb.norm() + 1e-4), 0.0, max).detach();
+  return norm_ratio(ga, gb, max, reduce);
 }
 
 double scalar(const torch::Tensor& t) { return t.detach().to(torch::kFloat64).item<double>(); }
@@ -35,6 +45,7 @@ VAVAEObjectiveImpl::VAVAEObjectiveImpl(const ObjectiveConfig& c) : config_(c) {
   d.ndf = c.disc_ndf;
   d.n_layers = c.disc_num_layers;
   d.use_actnorm = c.use_actnorm;
+  d.batch_norm_group = c.disc_bn_group;
   discriminator = register_module("discriminator", nn::PatchGAN(d));
 }
 
@@ -104,12 +115,12 @@ StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t
   t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
   t.g = -torch::mean(discriminator->forward(in.reconstructions));
   t.d_weight = config_.disc_factor > 0 && training
-                   ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4) * config_.disc_weight
+                   ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4, reduce_last_layer_gradient) * config_.disc_weight
                    : zero;
   if (in.z_proj.defined()) {
     t.vf = vf_loss(in.z_proj, in.features, config_.vf).total;
     if (!config_.adaptive_vf) t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
-    else if (training) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8) * config_.vf_weight;
+    else if (training) t.vf_weight = gradient_norm_ratio(t.nll, t.vf, in.encoder_last_layer, 1e8, reduce_last_layer_gradient) * config_.vf_weight;
     else t.vf_weight = zero;  // upstream's validation: the gradient probe fails without autograd and falls back to 0
   }
   return finish(t, step);
@@ -137,7 +148,7 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
     t.g = -torch::mean(discriminator->forward(x_hat));
     const torch::Tensor dg_dx = grad({t.g}, {x_hat})[0];
     auto last_layer = [&](const torch::Tensor& upstream) { return grad({x_hat}, {in.decoder_last_layer}, {upstream}, true)[0]; };
-    t.d_weight = torch::clamp(last_layer(dnll_dx).norm() / (last_layer(dg_dx).norm() + 1e-4), 0.0, 1e4) * config_.disc_weight;
+    t.d_weight = norm_ratio(last_layer(dnll_dx), last_layer(dg_dx), 1e4, reduce_last_layer_gradient) * config_.disc_weight;
     if (disc_factor > 0) dx_total = dnll_dx + t.d_weight * disc_factor * dg_dx;
   }
   // 3. Through the decoder once with the combined gradient: decoder weights and d/dz.
@@ -156,17 +167,20 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
       const torch::Tensor dnll_dz = need_pure_nll ? grad({x_hat}, {in.z}, {dnll_dx})[0] : dz_dec;
       const torch::Tensor a = grad({in.z}, {in.encoder_last_layer}, {dnll_dz}, true)[0];
       const torch::Tensor b = grad({t.vf}, {in.encoder_last_layer}, {}, true)[0];
-      t.vf_weight = torch::clamp(a.norm() / (b.norm() + 1e-4), 0.0, 1e8) * config_.vf_weight;
+      t.vf_weight = norm_ratio(a, b, 1e8, reduce_last_layer_gradient) * config_.vf_weight;
     } else {
       t.vf_weight = torch::full({}, config_.vf_weight, in.images.options());
     }
     encoder_side = encoder_side + t.vf_weight.detach() * t.vf;
   }
+  // The decoder's gradients are final here: data-parallel training starts reducing them while
+  // the encoder's backward pass runs.
+  for (size_t i = 0; i < in.decoder_parameters.size(); ++i) accumulate(in.decoder_parameters[i], dec_grads[i + 1]);
+  if (decoder_gradients_ready) decoder_gradients_ready(in.decoder_parameters);
   // 5. Through the encoder once: the decoder's d/dz plus the KL and VF terms.
   roots.push_back(encoder_side);
   root_grads.push_back(torch::ones_like(encoder_side));
   torch::autograd::backward(roots, root_grads);
-  for (size_t i = 0; i < in.decoder_parameters.size(); ++i) accumulate(in.decoder_parameters[i], dec_grads[i + 1]);
   if (train_logvar) accumulate(logvar, nll_grads[1]);
   StepResult r = finish(t, step);
   r.loss = r.loss.detach();

@@ -1,6 +1,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <map>
 #include <string>
 
@@ -27,6 +29,7 @@ struct ObjectiveConfig {
   double disc_weight = 1.0;
   double perceptual_weight = 1.0;
   bool use_actnorm = false;
+  int64_t disc_bn_group = 0;  // BatchNorm statistics per group of this many images (0: whole batch)
   std::string disc_loss = "hinge";  // or "vanilla"
   double vf_weight = 1e2;
   bool adaptive_vf = false;
@@ -75,6 +78,12 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   // log_gan_before_start asks for upstream's (otherwise unused) values.
   StepResult generator_backward(const GeneratorInputs& in, int64_t step);
   bool log_gan_before_start = false;
+  // Data parallelism. Applied to each last-layer gradient before its norm enters an adaptive
+  // weight (identity: each rank's own gradients, as upstream's DDP; an all-reduce mean: the
+  // gradients of the global batch). Called with the decoder parameters as soon as their
+  // gradients are final, while the encoder's backward pass is still to come.
+  std::function<torch::Tensor(const torch::Tensor&)> reduce_last_layer_gradient;
+  std::function<void(const std::vector<torch::Tensor>&)> decoder_gradients_ready;
   StepResult discriminator_loss(const torch::Tensor& images, const torch::Tensor& reconstructions, int64_t step);
   // LPIPS is built in eval mode (as upstream) and follows the objective's mode only once
   // set_lpips_dropout(true) was called.

@@ -21,7 +21,7 @@ torch::Tensor ActNormImpl::forward(const torch::Tensor& x) {
   return scale * (x + loc);
 }
 
-PatchGANImpl::PatchGANImpl(const PatchGANConfig& c) {
+PatchGANImpl::PatchGANImpl(const PatchGANConfig& c) : batch_norm_group(c.batch_norm_group) {
   constexpr int64_t kernel = 4, pad = 1;
   auto conv = [&](int64_t in, int64_t out, int64_t stride, bool bias) {
     return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(pad).bias(bias));
@@ -58,6 +58,11 @@ void PatchGANImpl::reset_parameters_like_upstream() {
   }
 }
 
-torch::Tensor PatchGANImpl::forward(const torch::Tensor& x) { return main->forward(x); }
+torch::Tensor PatchGANImpl::forward(const torch::Tensor& x) {
+  if (!is_training() || batch_norm_group <= 0 || x.size(0) <= batch_norm_group) return main->forward(x);
+  std::vector<torch::Tensor> parts;
+  for (const auto& group : x.split(batch_norm_group)) parts.push_back(main->forward(group));
+  return torch::cat(parts);
+}
 
 }  // namespace vavae::nn

@@ -10,6 +10,9 @@ struct PatchGANConfig {
   int64_t ndf = 64;
   int64_t n_layers = 3;
   bool use_actnorm = false;  // ActNorm instead of BatchNorm
+  // In training, each group of this many images passes alone, so BatchNorm normalises with that
+  // group's statistics, as on a data-parallel rank with this batch (0: the whole batch at once).
+  int64_t batch_norm_group = 0;
 };
 
 // Activation normalisation (Glow), initialised from the first training batch: per channel
@@ -27,6 +30,7 @@ struct PatchGANImpl : torch::nn::Module {
   // Upstream weights_init: conv weights ~ N(0, 0.02); norm weights ~ N(1, 0.02), biases 0.
   void reset_parameters_like_upstream();
   torch::nn::Sequential main;
+  int64_t batch_norm_group = 0;
 };
 TORCH_MODULE(PatchGAN);
 

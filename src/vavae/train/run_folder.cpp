@@ -24,7 +24,9 @@ std::string numbered(const char* pattern, int64_t step) {
 
 }  // namespace
 
-RunFolder::RunFolder(std::string path) : path_(std::move(path)), metrics_((fs::path(path_) / "metrics.jsonl").string()) {
+RunFolder::RunFolder(std::string path, bool writes)
+    : path_(std::move(path)), metrics_((fs::path(path_) / "metrics.jsonl").string()), writes_(writes) {
+  if (!writes_) return;
   fs::create_directories(fs::path(path_) / "checkpoints");
   fs::create_directories(fs::path(path_) / "images");
 }
@@ -32,10 +34,12 @@ RunFolder::RunFolder(std::string path) : path_(std::move(path)), metrics_((fs::p
 std::string RunFolder::checkpoints() const { return (fs::path(path_) / "checkpoints").string(); }
 
 void RunFolder::write_config(const nlohmann::json& resolved) {
+  if (!writes_) return;
   io::write_file_atomically((fs::path(path_) / "config.yaml").string(), [&](std::ostream& out) { out << config::to_yaml(resolved); });
 }
 
 void RunFolder::append_metrics(const nlohmann::json& line) {
+  if (!writes_) return;
   std::ofstream out(metrics_, std::ios::app);
   out << json_text(line) << "\n";
   out.close();
@@ -43,6 +47,7 @@ void RunFolder::append_metrics(const nlohmann::json& line) {
 }
 
 void RunFolder::rewind_to(int64_t step) {
+  if (!writes_) return;
   remove_stale_temporaries(checkpoints());
   remove_stale_temporaries(path_);
   std::ifstream in(metrics_);
@@ -59,11 +64,13 @@ void RunFolder::rewind_to(int64_t step) {
 }
 
 void RunFolder::write_grid(int64_t step, const io::Image& grid) {
+  if (!writes_) return;
   io::write_png((fs::path(path_) / "images" / numbered("val_%08lld.png", step)).string(), grid);
   io::write_png((fs::path(path_) / "images" / "latest.png").string(), grid);
 }
 
 void RunFolder::save(TrainStep& step, const CheckpointState& state, at::Generator& noise, int64_t keep) {
+  if (!writes_) return;
   save_checkpoint((fs::path(checkpoints()) / numbered("step_%08lld.safetensors", state.step)).string(), step, state, noise);
   prune_checkpoints(checkpoints(), keep);
   export_autoencoder((fs::path(path_) / "autoencoder.safetensors").string(), *step.autoencoder);

@@ -14,7 +14,9 @@ namespace vavae::train {
 
 class RunFolder {
  public:
-  explicit RunFolder(std::string path);  // creates it with checkpoints/ and images/
+  // Creates it with checkpoints/ and images/. A folder that does not write (data-parallel ranks
+  // other than 0) turns every write below into nothing.
+  explicit RunFolder(std::string path, bool writes = true);
 
   const std::string& path() const { return path_; }
   std::string checkpoints() const;
@@ -33,6 +35,7 @@ class RunFolder {
 
  private:
   std::string path_, metrics_;
+  bool writes_ = true;
 };
 
 }  // namespace vavae::train

@@ -34,7 +34,15 @@ loss::GeneratorInputs TrainStep::forward(const torch::Tensor& images, c10::optio
   const nn::DiagonalGaussian posterior = autoencoder->encode(images);
   loss::GeneratorInputs in;
   in.images = images;
-  in.z = posterior.sample(noise);
+  if (noise_ranks == 1) {
+    in.z = posterior.sample(noise);
+  } else {
+    std::vector<int64_t> shape = posterior.mean.sizes().vec();
+    const int64_t b = shape[0];
+    shape[0] *= noise_ranks;
+    const torch::Tensor all = at::randn(shape, noise, torch::TensorOptions().dtype(posterior.mean.dtype()));
+    in.z = posterior.sample_with(all.slice(0, noise_rank * b, (noise_rank + 1) * b).to(posterior.mean.device()));
+  }
   in.reconstructions = autoencoder->decode(in.z);
   in.kl = posterior.kl();
   if (vf_head) std::tie(in.z_proj, in.features) = vf_head->align(in.z, images);
@@ -89,7 +97,9 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     d.loss.backward();
   }
   if (after_backward) after_backward(disc_parameters);
-  if (!all_finite(log.generator, generator_parameters) || !all_finite(log.discriminator, disc_parameters)) {
+  bool finite = all_finite(log.generator, generator_parameters) && all_finite(log.discriminator, disc_parameters);
+  if (all_ranks_finite) finite = all_ranks_finite(finite);
+  if (!finite) {
     log.skipped = true;
     for (auto& p : generator_parameters) p.mutable_grad() = torch::Tensor();
     for (auto& p : disc_parameters) p.mutable_grad() = torch::Tensor();

@@ -44,6 +44,13 @@ class TrainStep {
 
   // Called with the parameters whose gradients are complete, before each optimizer step.
   std::function<void(const std::vector<torch::Tensor>&)> after_backward;
+  // Data parallelism. Whether every rank's loss and gradients are finite, given this rank's (so all
+  // ranks skip a step together); identity on one process.
+  std::function<bool(bool)> all_ranks_finite;
+  // This rank's share of the posterior noise: each rank draws the noise of the whole global batch
+  // (`noise_ranks` times its own) from the shared generator and keeps slice `noise_rank`, so N
+  // ranks of batch b sample exactly what one process of batch N*b samples.
+  int noise_rank = 0, noise_ranks = 1;
 
   nn::AutoencoderKL autoencoder;
   loss::VAVAEObjective objective;

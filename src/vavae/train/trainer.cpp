@@ -8,12 +8,15 @@
 #include <csignal>
 #include <iomanip>
 #include <iostream>
+#include <thread>
 
 #include "vavae/common/error.h"
 #include "vavae/common/json.h"
 #include "vavae/common/progress.h"
 #include "vavae/common/runtime.h"
 #include "vavae/data/loader.h"
+#include "vavae/dist/gradient_reducer.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/io/weights.h"
 #include "vavae/loss/vf_loss.h"
 #include "vavae/nn/foundation_model.h"
@@ -62,12 +65,49 @@ void check_feature_grid(nn::FoundationModelImpl& foundation, const config::Train
   }
 }
 
+// A stream that drops what it is given: the log of data-parallel ranks other than 0.
+std::ostream& silent() {
+  static std::ostream stream(nullptr);
+  return stream;
+}
+
+// Every rank starts from rank 0's parameters and buffers.
+void broadcast_module(dist::Group& group, torch::nn::Module& module) {
+  if (!group.distributed()) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : module.parameters()) tensors.push_back(p.detach());
+  for (const auto& b : module.buffers()) tensors.push_back(b.detach());
+  group.broadcast(tensors);
+}
+
+// The ranks' validation results as one: image-weighted means over the shards (rank 0's grid).
+void reduce_evaluation(dist::Group& group, eval::EvalResult& r) {
+  if (!group.distributed()) return;
+  const double images = group.sum_across_ranks(static_cast<double>(r.images));
+  auto mean = [&](double v) { return group.sum_across_ranks(v * static_cast<double>(r.images)) / std::max(images, 1.0); };
+  r.psnr = mean(r.psnr), r.ssim = mean(r.ssim), r.l1 = mean(r.l1);
+  if (r.lpips >= 0) r.lpips = mean(r.lpips);
+  for (auto& [k, v] : r.losses) v = mean(v);
+  r.images = static_cast<int64_t>(images);
+}
+
 }  // namespace
 
 RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
-  const int threads = configure_threads(static_cast<int>(c.trainer.threads));
-  const torch::Device device = resolve_device(c.trainer.device);
-  RunFolder folder(o.output);
+  const dist::Launch launch = dist::launch_from_environment();
+  torch::Device device = resolve_device(c.trainer.device);
+  if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
+  // All cores shared among the ranks of this machine unless trainer.threads says otherwise.
+  int requested_threads = static_cast<int>(c.trainer.threads);
+  if (requested_threads == 0 && launch.local_world_size > 1)
+    requested_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_world_size);
+  const int threads = configure_threads(requested_threads);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.dist_timeout * 1000));
+  const std::shared_ptr<dist::Group> group =
+      launch.world_size > 1 ? dist::Group::connect(launch, device, timeout) : std::make_shared<dist::Group>();
+  std::ostream& out = group->is_root() ? std::cout : silent();
+  RunFolder folder(o.output, group->is_root());
   folder.write_config(c.resolved);
 
   torch::manual_seed(c.trainer.seed);
@@ -91,10 +131,10 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   TrainStep step(autoencoder, objective, vf_head, oc);
   // Starting weights in upstream's order: the model's ckpt_path (with ignore_keys), then weight_init.
   if (!c.ckpt_path.empty())
-    std::cout << "ckpt_path " << c.ckpt_path << ": "
+    out << "ckpt_path " << c.ckpt_path << ": "
               << load_upstream_state_dict(step, io::read_weights(c.ckpt_path), c.ignore_keys).summary() << std::endl;
   if (!c.weight_init.empty())
-    std::cout << "weight_init " << c.weight_init << ": " << load_upstream_state_dict(step, io::read_weights(c.weight_init)).summary()
+    out << "weight_init " << c.weight_init << ": " << load_upstream_state_dict(step, io::read_weights(c.weight_init)).summary()
               << std::endl;
   if (c.objective.perceptual_weight > 0 && !objective->perceptual_loss->has_weights())
     throw Error("model.params.lossconfig.params.perceptual_weight is " + std::to_string(c.objective.perceptual_weight) +
@@ -103,6 +143,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
 
   data::LoaderConfig lc;
   lc.batch_size = c.batch_size, lc.seed = c.trainer.seed, lc.workers = std::max<int64_t>(1, c.num_workers);
+  lc.rank = group->rank(), lc.world_size = group->size();
   lc.transform = {c.train.resolution, c.train.pad, c.train.random_crop, c.train.flip};
   data::Loader loader(data::subset(data::open_dataset(c.train.source), static_cast<size_t>(c.train.limit)), lc);
   const auto validation = data::open_dataset(c.validation.source);
@@ -116,12 +157,33 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     const std::string ckpt = find_checkpoint(o.resume);
     start = load_checkpoint(ckpt, step, noise).step;
     folder.rewind_to(start);
-    std::cout << "resumed from " << ckpt << " at step " << start << std::endl;
+    out << "resumed from " << ckpt << " at step " << start << std::endl;
     if (start > stage_at(stages, start).origin && c.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
   }
-  std::cout << "training on " << loader.dataset().describe() << ": " << total << " steps of " << c.batch_size << " ("
-            << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
-            << device.str() << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss") << std::endl;
+  // Data parallelism: rank 0's weights everywhere, gradients averaged in buckets (the decoder's
+  // while the encoder's backward pass runs), skips and stops agreed by all ranks.
+  broadcast_module(*group, *autoencoder);
+  broadcast_module(*group, *objective->discriminator);
+  if (vf_head) broadcast_module(*group, *vf_head->linear_proj);
+  dist::GradientReducer reducer(group);
+  if (group->distributed()) {
+    objective->decoder_gradients_ready = [&](const std::vector<torch::Tensor>& p) { reducer.launch(p); };
+    step.after_backward = [&](const std::vector<torch::Tensor>& p) {
+      reducer.launch(p);
+      reducer.finish();
+    };
+    step.all_ranks_finite = [&](bool finite) { return group->all_ranks(finite); };
+    step.noise_rank = group->rank(), step.noise_ranks = group->size();
+    if (c.trainer.adaptive_weights == "global")
+      objective->reduce_last_layer_gradient = [&](const torch::Tensor& g) { return group->mean_across_ranks(g); };
+  }
+  const int64_t global_batch = c.batch_size * group->size();
+  out << "training on " << loader.dataset().describe() << ": " << total << " steps of " << global_batch;
+  if (group->distributed())
+    out << " (" << c.batch_size << " on each of " << group->size() << " ranks, " << group->backend() << ", adaptive weights "
+        << c.trainer.adaptive_weights << ")";
+  out << " (" << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
+      << device.str() << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss") << std::endl;
 
   SignalScope signals;
   auto save = [&](int64_t done, const std::string& stage) {
@@ -143,8 +205,12 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       if (objective_training) objective->train();
       return terms;
     };
-    const eval::EvalResult r = eval::evaluate(autoencoder, *validation, c.validation, final_pass ? 0 : c.validation.limit,
-                                              c.trainer.val_images, c.batch_size, device, lpips, losses);
+    // Each rank evaluates its contiguous share; rank 0's holds the first images, those of the grid.
+    const auto evaluated = data::subset(validation, final_pass ? 0 : static_cast<size_t>(c.validation.limit));
+    const auto [first, last] = dist::shard_range(static_cast<int64_t>(evaluated->size()), group->rank(), group->size());
+    eval::EvalResult r = eval::evaluate(autoencoder, *data::slice(evaluated, static_cast<size_t>(first), static_cast<size_t>(last)),
+                                        c.validation, 0, c.trainer.val_images, c.batch_size, device, lpips, losses);
+    reduce_evaluation(*group, r);
     folder.write_grid(done, r.grid);
     nlohmann::json line = {{"step", done},        {"stage", stage},     {"split", final_pass ? "test" : "val"},
                            {"val/psnr", r.psnr},  {"val/ssim", r.ssim}, {"val/l1", r.l1},
@@ -152,7 +218,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     if (lpips) line["val/lpips"] = r.lpips;
     for (const auto& [k, v] : r.losses) line["val/" + k] = v;
     folder.append_metrics(line);
-    std::cout << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
+    out << (final_pass ? "evaluation" : "validation") << " at step " << done << " on " << r.images << " images: PSNR "
               << fmt(r.psnr) << " dB, SSIM " << fmt(r.ssim) << std::endl;
     return r;
   };
@@ -175,7 +241,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
         step.discriminator_optimizer->state().clear();
         objective->set_lpips_dropout(false);
       }
-      std::cout << "stage '" << current_stage << "' from step " << s << (restarting ? " (restarted)" : "") << ": vf_weight "
+      out << "stage '" << current_stage << "' from step " << s << (restarting ? " (restarted)" : "") << ": vf_weight "
                 << oc2.vf_weight << ", margins " << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start "
                 << oc2.disc_start << std::endl;
     }
@@ -189,7 +255,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     if (log.skipped) {
       ++summary.skipped_steps;
       ++nonfinite_in_a_row;
-      std::cout << "step " << done << ": non-finite loss or gradient, update skipped (" << nonfinite_in_a_row << " in a row, "
+      out << "step " << done << ": non-finite loss or gradient, update skipped (" << nonfinite_in_a_row << " in a row, "
                 << summary.skipped_steps << " in all)" << std::endl;
       folder.append_metrics({{"step", done}, {"stage", current_stage}, {"split", "train"}, {"train/skipped", true},
                                  {"skipped_steps", summary.skipped_steps}});
@@ -205,7 +271,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     if (s == stage.origin && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
     if (!log.skipped && logged) {
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
-                             {"images_per_s", static_cast<double>((done - start) * c.batch_size) / progress.elapsed_seconds()}};
+                             {"images_per_s", static_cast<double>((done - start) * global_batch) / progress.elapsed_seconds()}};
       for (const auto& [k, v] : log.generator) line["train/" + k] = v;
       for (const auto& [k, v] : log.discriminator) line["train/" + k] = v;
       line["skipped_images"] = loader.skipped();
@@ -214,20 +280,22 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       std::string values = "stage " + current_stage + " | nll " + fmt(log.generator.at("nll_loss"));
       if (log.generator.count("vf_loss")) values += " | vf " + fmt(log.generator.at("vf_loss")) + " (w " + fmt(log.generator.at("vf_weight"), 3) + ")";
       if (log.generator.count("g_loss")) values += " | g " + fmt(log.generator.at("g_loss"));
-      progress.report(done - start, (done - start) * c.batch_size, values);
+      if (group->is_root()) progress.report(done - start, (done - start) * global_batch, values);
     }
     if (done % c.trainer.val_every == 0 && done != total) validate(done, current_stage, false);
     // A step that changed nothing writes no checkpoint, so the last one written stays the last good one.
-    if ((!log.skipped && (done % c.trainer.checkpoint_every == 0 || done == total)) || stop_requested) save(done, current_stage);
+    // A signal to any rank stops them all at the same step.
+    const bool stop = group->any_rank(stop_requested);
+    if ((!log.skipped && (done % c.trainer.checkpoint_every == 0 || done == total)) || stop) save(done, current_stage);
     summary.steps = done;
-    if (stop_requested) {
-      std::cout << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;
+    if (stop) {
+      out << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;
       summary.interrupted = true;
       return summary;
     }
   }
-  if (start >= total) std::cout << "nothing to do: the run already reached step " << total << std::endl;
-  if (loader.skipped() > 0) std::cout << "skipped " << loader.skipped() << " unreadable images" << std::endl;
+  if (start >= total) out << "nothing to do: the run already reached step " << total << std::endl;
+  if (loader.skipped() > 0) out << "skipped " << loader.skipped() << " unreadable images" << std::endl;
   summary.steps = std::max(start, total);
   summary.final_eval = validate(summary.steps, current_stage.empty() ? "done" : current_stage, true);
   return summary;

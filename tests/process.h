@@ -34,6 +34,8 @@ struct ProcessOptions {
   double kill_after_s = 0;
   // Polled about every millisecond; SIGKILL as soon as it returns true.
   std::function<bool()> kill_when = nullptr;
+  // Extra environment variables, "NAME=value".
+  std::vector<std::string> environment;
 };
 
 inline ProcessOptions timeout(double seconds) {
@@ -53,6 +55,10 @@ inline ProcessResult run_vavae(const std::vector<std::string>& args, const Proce
       rlimit limit{options.file_size_limit, options.file_size_limit};
       setrlimit(RLIMIT_FSIZE, &limit);
       signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG, as on a full disk
+    }
+    for (const auto& assignment : options.environment) {
+      const auto eq = assignment.find('=');
+      setenv(assignment.substr(0, eq).c_str(), assignment.substr(eq + 1).c_str(), 1);
     }
     std::vector<char*> argv{const_cast<char*>(VAVAE_EXE)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));

@@ -96,7 +96,8 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     log.discriminator = d.log;
     d.loss.backward();
   }
-  if (after_backward) after_backward(disc_parameters);
+  // Before disc_start every rank's discriminator gradients are the same zeros: nothing to reduce.
+  if (after_backward && discriminator_step >= objective->config().disc_start) after_backward(disc_parameters);
   bool finite = all_finite(log.generator, generator_parameters) && all_finite(log.discriminator, disc_parameters);
   if (all_ranks_finite) finite = all_ranks_finite(finite);
   if (!finite) {

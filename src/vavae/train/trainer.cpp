@@ -270,16 +270,23 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     // on the whole module, LPIPS included: from then on its dropout is active.
     if (s == stage.origin && stage.config.objective.lpips_dropout == "upstream") objective->set_lpips_dropout(true);
     if (!log.skipped && logged) {
+      // What is logged is the global batch's: each value averaged over the ranks.
+      const auto averaged = [&](const loss::LogValues& values) {
+        loss::LogValues out;
+        for (const auto& [k, v] : values) out[k] = group->sum_across_ranks(v) / group->size();
+        return out;
+      };
       nlohmann::json line = {{"step", done}, {"stage", current_stage}, {"split", "train"}, {"epoch", s / per_epoch},
                              {"images_per_s", static_cast<double>((done - start) * global_batch) / progress.elapsed_seconds()}};
-      for (const auto& [k, v] : log.generator) line["train/" + k] = v;
-      for (const auto& [k, v] : log.discriminator) line["train/" + k] = v;
+      const loss::LogValues generator = averaged(log.generator), discriminator = averaged(log.discriminator);
+      for (const auto& [k, v] : generator) line["train/" + k] = v;
+      for (const auto& [k, v] : discriminator) line["train/" + k] = v;
       line["skipped_images"] = loader.skipped();
       line["skipped_steps"] = summary.skipped_steps;
       folder.append_metrics(line);
-      std::string values = "stage " + current_stage + " | nll " + fmt(log.generator.at("nll_loss"));
-      if (log.generator.count("vf_loss")) values += " | vf " + fmt(log.generator.at("vf_loss")) + " (w " + fmt(log.generator.at("vf_weight"), 3) + ")";
-      if (log.generator.count("g_loss")) values += " | g " + fmt(log.generator.at("g_loss"));
+      std::string values = "stage " + current_stage + " | nll " + fmt(generator.at("nll_loss"));
+      if (generator.count("vf_loss")) values += " | vf " + fmt(generator.at("vf_loss")) + " (w " + fmt(generator.at("vf_weight"), 3) + ")";
+      if (generator.count("g_loss")) values += " | g " + fmt(generator.at("g_loss"));
       if (group->is_root()) progress.report(done - start, (done - start) * global_batch, values);
     }
     if (done % c.trainer.val_every == 0 && done != total) validate(done, current_stage, false);

@@ -136,5 +136,36 @@ TEST(ExtractLatents, WritesUpstreamsShardsAndResumes) {
   EXPECT_EQ(read_file(out + "/latents_rank00_shard001.safetensors"), before);
 }
 
+// Two ranks split the folder as DistributedSampler(shuffle=False) does (every other item, padded
+// with the first), each writing its own shards; the statistics cover both.
+TEST(ExtractLatents, TwoRanksWriteTheirOwnShards) {
+  const std::string root = scratch_dir("extract_ranks_images");
+  const int64_t resolution = config::load_autoencoder_config(fixture("autoencoder/config.json")).resolution;
+  for (int i = 0; i < 5; ++i) {
+    const std::string cls = root + (i < 2 ? "/a" : "/b");
+    fs::create_directories(cls);
+    io::Image im;
+    im.height = im.width = resolution;
+    im.rgb.assign(static_cast<size_t>(resolution * resolution * 3), static_cast<uint8_t>(40 * i));
+    io::write_png(cls + "/" + std::to_string(i) + ".png", im);
+  }
+  const std::string out = scratch_dir("extract_ranks_out");
+  const ProcessResult r = run_vavae({"extract-latents", "--config", fixture("autoencoder/config.json"), "--weights",
+                                     fixture("autoencoder/weights.safetensors"), "--data", root, "--output", out, "--resolution",
+                                     std::to_string(resolution), "--batch-size", "2", "--threads", "1", "--nproc", "2"},
+                                    timeout(180));
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(data::latent_shards(out), (std::vector<std::string>{out + "/latents_rank00_shard000.safetensors",
+                                                               out + "/latents_rank01_shard000.safetensors"}));
+  io::SafetensorsReader rank0(out + "/latents_rank00_shard000.safetensors"), rank1(out + "/latents_rank01_shard000.safetensors");
+  // Items 0, 2, 4 and 1, 3, 0; labels a = 0 (items 0, 1), b = 1.
+  EXPECT_TRUE(torch::equal(rank0.tensor("labels"), torch::tensor({0, 1, 1}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(rank1.tensor("labels"), torch::tensor({0, 1, 0}, torch::kInt64)));
+  EXPECT_EQ(rank1.metadata().at("total_size"), "3");
+  EXPECT_TRUE(fs::exists(out + "/latents_stats.pt"));
+  // Each rank draws its own noise (seed + rank): the padded copy of item 0 is another sample.
+  EXPECT_FALSE(torch::equal(rank0.tensor("latents")[0], rank1.tensor("latents")[2]));
+}
+
 }  // namespace
 }  // namespace vavae::test

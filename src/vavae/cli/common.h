@@ -35,6 +35,12 @@ void for_each_batch(int64_t count, int64_t batch_size, Fn&& fn) {
 const std::vector<std::string>& program_arguments();
 void set_program_arguments(int argc, char** argv);
 
+// --nproc N: the command as N data-parallel ranks of this machine (over loopback, without torchrun).
+void add_nproc_option(CLI::App& app, int& nproc);
+// Starts the ranks and waits for them when nproc > 1 and this process is not a rank already;
+// returns whether it did (then the caller has nothing left to do). Errors name a failed rank.
+bool run_as_local_ranks(int nproc);
+
 void add_inspect_command(CLI::App& app);
 void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct
 void add_bench_command(CLI::App& app);

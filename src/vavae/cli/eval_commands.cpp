@@ -8,6 +8,7 @@
 #include "vavae/common/error.h"
 #include "vavae/data/dataset.h"
 #include "vavae/data/latent_folder.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/eval/fid.h"
 #include "vavae/eval/latent_report.h"
 #include "vavae/eval/tokenizer_eval.h"
@@ -82,6 +83,8 @@ void add_extract_latents_command(CLI::App& app) {
     RuntimeOptions runtime;
     data::ExtractOptions extract;
     bool stats = true;
+    int nproc = 1;
+    double timeout = 3600;
   };
   auto o = std::make_shared<Options>();
   add_model_options(*cmd, o->model);
@@ -95,11 +98,19 @@ void add_extract_latents_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->extract.seed, "seed of the posterior samples")->capture_default_str();
   cmd->add_flag("!--no-stats", o->stats, "do not write latents_stats.pt afterwards");
+  add_nproc_option(*cmd, o->nproc);
+  cmd->add_option("--dist-timeout", o->timeout, "data parallel: seconds a rank waits for the others")->capture_default_str();
   cmd->callback([o] {
-    const torch::Device device = apply_runtime_options(o->runtime);
+    if (run_as_local_ranks(o->nproc)) return;
+    const dist::Launch launch = dist::launch_from_environment();
+    torch::Device device = apply_runtime_options(o->runtime);
+    if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
+    const auto group = dist::group_from_environment(device, std::chrono::milliseconds(static_cast<int64_t>(o->timeout * 1000)));
+    o->extract.rank = group->rank(), o->extract.world_size = group->size();
     nn::AutoencoderKL model = load_autoencoder(o->model, device);
     data::extract_latents(*model, o->extract, device);
-    if (!o->stats) return;
+    group->barrier();  // every rank's shards are written
+    if (!o->stats || !group->is_root()) return;
     data::write_latent_stats(o->extract.output, data::compute_latent_stats(o->extract.output, o->extract.seed));
     std::cout << "extract-latents: wrote " << o->extract.output << "/latents_stats.pt" << std::endl;
   });

@@ -7,6 +7,8 @@
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/config/model_config.h"
+#include "vavae/dist/launcher.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/io/weights.h"
 
 namespace vavae::cli {
@@ -36,6 +38,28 @@ std::vector<std::string>& arguments() {
 
 const std::vector<std::string>& program_arguments() { return arguments(); }
 void set_program_arguments(int argc, char** argv) { arguments().assign(argv, argv + argc); }
+
+void add_nproc_option(CLI::App& app, int& nproc) {
+  app.add_option("--nproc", nproc, "data-parallel ranks on this machine over loopback (without torchrun)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+}
+
+bool run_as_local_ranks(int nproc) {
+  if (nproc <= 1) return false;
+  if (dist::launch_from_environment().world_size > 1) throw Error("--nproc starts the ranks itself; under torchrun or srun leave it out");
+  std::vector<std::string> rest;  // the command line again, without --nproc
+  const auto& all = program_arguments();
+  for (size_t i = 1; i < all.size(); ++i) {
+    if (all[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (all[i].rfind("--nproc=", 0) != 0) rest.push_back(all[i]);
+  }
+  dist::run_local_ranks(nproc, rest);
+  return true;
+}
 
 nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device) {
   nn::AutoencoderKL model(config::load_autoencoder_config(options.config));

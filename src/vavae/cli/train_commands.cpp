@@ -6,7 +6,6 @@
 #include "vavae/common/runtime.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
-#include "vavae/dist/launcher.h"
 #include "vavae/dist/process_group.h"
 #include "vavae/eval/report.h"
 #include "vavae/io/weights.h"
@@ -28,21 +27,6 @@ struct TrainOptions {
   int nproc = 1;
 };
 
-// The command line again, without --nproc: what each spawned rank runs.
-std::vector<std::string> arguments_without_nproc() {
-  std::vector<std::string> out;
-  const auto& all = program_arguments();
-  for (size_t i = 1; i < all.size(); ++i) {
-    if (all[i] == "--nproc") {
-      ++i;
-      continue;
-    }
-    if (all[i].rfind("--nproc=", 0) == 0) continue;
-    out.push_back(all[i]);
-  }
-  return out;
-}
-
 void run_train(const TrainOptions& o) {
   if (o.keys) {
     std::cout << config::keys_table();
@@ -56,12 +40,7 @@ void run_train(const TrainOptions& o) {
     std::cout << config::describe_resolved(c);
     return;
   }
-  if (o.nproc > 1) {
-    if (dist::launch_from_environment().world_size > 1)
-      throw Error("train: --nproc starts the ranks itself; under torchrun or srun leave it out");
-    dist::run_local_ranks(o.nproc, arguments_without_nproc());
-    return;
-  }
+  if (run_as_local_ranks(o.nproc)) return;
   const bool root = dist::launch_from_environment().rank == 0;
   if (root)
     for (const auto& [path, reason] : c.ignored) std::cout << "ignored " << path << ": " << reason << "\n";
@@ -92,9 +71,7 @@ void add_train_commands(CLI::App& app) {
         ->expected(0, 1)
         ->each([o](const std::string&) { o->resume_given = true; });
     cmd->add_option("--max-steps", o->max_steps, "cap the run at this many steps (batches)")->capture_default_str();
-    cmd->add_option("--nproc", o->nproc, "data-parallel ranks on this machine over loopback (without torchrun)")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 1024));
+    add_nproc_option(*cmd, o->nproc);
     cmd->callback([o, cmd] {
       if (cmd->count("--resume") > 0) o->resume_given = true;
       run_train(*o);

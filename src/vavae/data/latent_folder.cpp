@@ -25,9 +25,9 @@ namespace {
 // ToTensor() + Normalize(0.5, 0.5) as torchvision computes it, in float32.
 torch::Tensor to_normalized_tensor(const io::Image& im) { return (io::to_unit_tensor(im) - 0.5f) / 0.5f; }
 
-std::string shard_name(int64_t index) {
+std::string shard_name(int rank, int64_t index) {
   char name[64];
-  std::snprintf(name, sizeof(name), "latents_rank00_shard%03lld.safetensors", static_cast<long long>(index));
+  std::snprintf(name, sizeof(name), "latents_rank%02d_shard%03lld.safetensors", rank, static_cast<long long>(index));
   return name;
 }
 
@@ -41,7 +41,14 @@ int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions
   std::cout << "extract-latents: " << dataset->describe() << std::endl;
   fs::create_directories(o.output);
   const int64_t per_shard = (o.images_per_shard / o.batch_size) * o.batch_size;  // upstream's rule
-  const int64_t total = static_cast<int64_t>(dataset->size());
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
+    throw Error("extract-latents: rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size));
+  // DistributedSampler(shuffle=False): the item list padded with its first items to a multiple of
+  // the ranks, every world_size-th from this rank's position.
+  std::vector<size_t> mine;
+  const int64_t padded = (static_cast<int64_t>(dataset->size()) + o.world_size - 1) / o.world_size * o.world_size;
+  for (int64_t i = o.rank; i < padded; i += o.world_size) mine.push_back(static_cast<size_t>(i % static_cast<int64_t>(dataset->size())));
+  const int64_t total = static_cast<int64_t>(mine.size());
   const int64_t shards = (total + per_shard - 1) / per_shard;
   torch::NoGradGuard no_grad;
   autoencoder.eval();
@@ -49,25 +56,27 @@ int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions
   int64_t done = 0, encoded = 0;
   for (int64_t shard = 0; shard < shards; ++shard) {
     const int64_t begin = shard * per_shard, end = std::min(total, begin + per_shard);
-    const std::string path = (fs::path(o.output) / shard_name(shard)).string();
+    const std::string name = shard_name(o.rank, shard);
+    const std::string path = (fs::path(o.output) / name).string();
     if (fs::exists(path)) {
       try {
         io::SafetensorsReader existing(path);
         if (existing.metadata().count("total_size") && existing.metadata().at("total_size") == std::to_string(end - begin)) {
-          std::cout << "extract-latents: " << shard_name(shard) << " is complete (" << end - begin << " images), skipped" << std::endl;
+          std::cout << "extract-latents: " << name << " is complete (" << end - begin << " images), skipped" << std::endl;
           done = end;
           continue;
         }
       } catch (const Error&) {
       }
     }
-    at::Generator noise = at::detail::createCPUGenerator(o.seed * 1000003 + static_cast<uint64_t>(shard));
+    // Upstream seeds each rank with seed + rank.
+    at::Generator noise = at::detail::createCPUGenerator((o.seed + static_cast<uint64_t>(o.rank)) * 1000003 + static_cast<uint64_t>(shard));
     std::vector<torch::Tensor> latents, flipped;
     std::vector<int64_t> labels;
     for (int64_t start = begin; start < end; start += o.batch_size) {
       std::vector<torch::Tensor> plain_batch, flip_batch;
       for (int64_t i = start; i < std::min(end, start + o.batch_size); ++i) {
-        const auto item = static_cast<size_t>(i);
+        const size_t item = mine[static_cast<size_t>(i)];
         const io::Image im = io::center_crop_resize(io::pad(dataset->image(item), o.pad), o.resolution);
         plain_batch.push_back(to_normalized_tensor(im));
         flip_batch.push_back(to_normalized_tensor(io::flip_horizontal(im)));
@@ -78,7 +87,7 @@ int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions
       flipped.push_back(autoencoder.encode(torch::stack(flip_batch).to(device)).sample(noise).to(torch::kCPU));
       done += static_cast<int64_t>(plain_batch.size());
       encoded += static_cast<int64_t>(plain_batch.size());
-      progress.report(done, encoded, shard_name(shard));
+      progress.report(done, encoded, name);
     }
     const torch::Tensor all = torch::cat(latents);
     io::write_safetensors(path,

@@ -19,12 +19,16 @@ struct ExtractOptions {
   int64_t batch_size = 256;
   int64_t images_per_shard = 10000;  // upstream writes a shard every (images_per_shard / batch_size) batches
   uint64_t seed = 0;
+  // Data parallelism: this rank encodes every world_size-th item (DistributedSampler without
+  // shuffling, padded with the first items) into latents_rankRR_shardSSS files of its own.
+  int rank = 0, world_size = 1;
 };
 
 // extract_features.py: every image of the folder (ImageFolder order: sorted classes, sorted files)
 // centre-cropped as ADM does, mapped with ToTensor + Normalize(0.5) in float32, encoded with a
 // posterior sample, as is and flipped horizontally, into latents_rank00_shardSSS.safetensors
-// (latents, latents_flip [n, C, h, w] F32, labels [n] I64; metadata total_size, dtype, device).
+// (latents, latents_flip [n, C, h, w] F32, labels [n] I64; metadata total_size, dtype, device);
+// on several ranks each writes latents_rankRR_shardSSS of its share, seeded with seed + rank.
 // A shard's noise comes from its own seeded generator, so a re-run skips the complete shards
 // (saying so) and rewrites the rest exactly. Returns the number of images encoded by this call.
 int64_t extract_latents(nn::AutoencoderKLImpl& autoencoder, const ExtractOptions& options, torch::Device device);

@@ -242,5 +242,35 @@ TEST(TokenizerEval, TheModeIsDeterministicAndSamplesFollowTheSeed) {
   EXPECT_NE(csv_of({"--seed", "1"}), csv_of({"--seed", "2"}));
 }
 
+// Two ranks split the images and come to one process's numbers (the posterior mode: no noise).
+TEST(TokenizerEval, TwoRanksGiveOneProcesssResult) {
+  const int64_t resolution = config::load_autoencoder_config(fixture("autoencoder/config.json")).resolution;
+  const std::string root = write_eval_images("eval_images_ranks", resolution), inception = inception_fixture_weights_file();
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    const std::string out = scratch_dir(name);
+    auto args = model_args(root, out, resolution);
+    for (const std::string& a : std::vector<std::string>{"--posterior", "mode", "--worst", "3", "--inception", inception}) args.push_back(a);
+    args.insert(args.end(), extra.begin(), extra.end());
+    const ProcessResult r = run_vavae(args, timeout(300));
+    EXPECT_EQ(r.code, 0) << r.err;
+    return out;
+  };
+  const std::string one = run("eval_ranks_one", {}), two = run("eval_ranks_two", {"--nproc", "2"});
+  const auto a = read_csv(one + "/metrics.csv"), b = read_csv(two + "/metrics.csv");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 1; i < a.size(); ++i) {
+    EXPECT_EQ(a[i][1], b[i][1]);
+    for (size_t c = 3; c <= 5; ++c) EXPECT_NEAR(std::stod(a[i][c]), std::stod(b[i][c]), 1e-5) << "row " << i << " column " << c;
+  }
+  const auto sa = nlohmann::json::parse(read_file(one + "/summary.json")), sb = nlohmann::json::parse(read_file(two + "/summary.json"));
+  EXPECT_NEAR(sa.at("psnr").get<double>(), sb.at("psnr").get<double>(), 1e-5);
+  EXPECT_NEAR(sa.at("ssim_skimage").get<double>(), sb.at("ssim_skimage").get<double>(), 1e-7);
+  EXPECT_NEAR(sa.at("rfid").get<double>(), sb.at("rfid").get<double>(), 1e-3 * std::max(1.0, sa.at("rfid").get<double>()));
+  EXPECT_EQ(io::read_image(one + "/worst.png").rgb, io::read_image(two + "/worst.png").rgb);
+  // Rank 1's images carry its rank, as upstream names them: items 1 and 3.
+  EXPECT_TRUE(fs::exists(two + "/decoded_images/decoded_image_rank_1_1.png"));
+  EXPECT_FALSE(fs::exists(two + "/decoded_images/decoded_image_rank_1_2.png"));
+}
+
 }  // namespace
 }  // namespace vavae::test

@@ -123,6 +123,8 @@ void add_tokenizer_eval_command(CLI::App& app) {
     RuntimeOptions runtime;
     eval::TokenizerEvalOptions eval;
     std::string data, lpips, lpips_heads, inception, posterior = "sample";
+    int nproc = 1;
+    double timeout = 3600;
   };
   auto o = std::make_shared<Options>();
   add_model_options(*cmd, o->model);
@@ -141,8 +143,14 @@ void add_tokenizer_eval_command(CLI::App& app) {
   cmd->add_option("--lpips", o->lpips, "LPIPS weights (upstream LPIPS names, or torchvision vgg16 with --lpips-heads)");
   cmd->add_option("--lpips-heads", o->lpips_heads, "LPIPS vgg.pth heads beside torchvision vgg16 weights");
   cmd->add_option("--inception", o->inception, "FID Inception weights for rFID (pt_inception-2015-12-05-6726825d.pth or safetensors)");
+  add_nproc_option(*cmd, o->nproc);
+  cmd->add_option("--dist-timeout", o->timeout, "data parallel: seconds a rank waits for the others")->capture_default_str();
   cmd->callback([o] {
-    const torch::Device device = apply_runtime_options(o->runtime);
+    if (run_as_local_ranks(o->nproc)) return;
+    const dist::Launch launch = dist::launch_from_environment();
+    torch::Device device = apply_runtime_options(o->runtime);
+    if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
+    const auto group = dist::group_from_environment(device, std::chrono::milliseconds(static_cast<int64_t>(o->timeout * 1000)));
     o->eval.sample_posterior = o->posterior == "sample";
     nn::AutoencoderKL model = load_autoencoder(o->model, device);
     nn::LPIPS lpips{nullptr};
@@ -158,10 +166,11 @@ void add_tokenizer_eval_command(CLI::App& app) {
       inception->to(device);
     }
     const auto dataset = data::open_labelled_dataset(o->data);
-    std::cout << "eval: " << dataset->describe() << std::endl;
+    if (group->is_root()) std::cout << "eval: " << dataset->describe() << std::endl;
     const eval::TokenizerEvalResult r =
         eval::evaluate_tokenizer(*model, *dataset, o->eval, device, lpips.is_empty() ? nullptr : lpips.get(),
-                                 inception.is_empty() ? nullptr : inception.get());
+                                 inception.is_empty() ? nullptr : inception.get(), group.get());
+    if (!group->is_root()) return;
     eval::write_tokenizer_eval(r, o->eval, o->model.weights, o->data);
     std::cout << eval::tokenizer_eval_table(r) << "eval: wrote " << o->eval.output << "/summary.json, metrics.csv"
               << (r.worst.height > 0 ? ", worst.png" : "") << std::endl;

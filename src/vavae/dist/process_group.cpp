@@ -40,11 +40,13 @@ int parse_int(const std::string& name, const std::string& value, int low, int hi
 
 class C10dWork : public Work {
  public:
-  explicit C10dWork(c10::intrusive_ptr<c10d::Work> work) : work_(std::move(work)) {}
-  void wait() override { work_->wait(); }
+  explicit C10dWork(std::vector<c10::intrusive_ptr<c10d::Work>> works) : works_(std::move(works)) {}
+  void wait() override {
+    for (auto& w : works_) w->wait();
+  }
 
  private:
-  c10::intrusive_ptr<c10d::Work> work_;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works_;
 };
 
 class DoneWork : public Work {
@@ -148,7 +150,13 @@ std::shared_ptr<Group> Group::connect(const Launch& launch, torch::Device device
 
 std::shared_ptr<Work> Group::all_reduce_sum_async(std::vector<torch::Tensor>& tensors) {
   if (size_ == 1 || tensors.empty()) return std::make_shared<DoneWork>();
-  return std::make_shared<C10dWork>(impl_->group->allreduce(tensors));
+  // One collective per tensor: a list given to one call means copies of one tensor on several devices.
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& t : tensors) {
+    std::vector<torch::Tensor> one{t};
+    works.push_back(impl_->group->allreduce(one));
+  }
+  return std::make_shared<C10dWork>(std::move(works));
 }
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) { all_reduce_sum_async(tensors)->wait(); }

@@ -48,7 +48,7 @@ class Group {
   bool distributed() const { return size_ > 1; }
   std::string backend() const { return backend_; }
 
-  // Sums the tensors in place across ranks, returning at once; wait() on the result.
+  // Sums each tensor in place across ranks, returning at once; wait() on the result.
   std::shared_ptr<Work> all_reduce_sum_async(std::vector<torch::Tensor>& tensors);
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
   torch::Tensor mean_across_ranks(const torch::Tensor& t);  // a reduced copy, divided by the size

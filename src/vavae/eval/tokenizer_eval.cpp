@@ -11,6 +11,7 @@
 #include "vavae/common/error.h"
 #include "vavae/common/json.h"
 #include "vavae/common/progress.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/eval/fid.h"
 #include "vavae/eval/metrics.h"
 #include "vavae/io/files.h"
@@ -58,6 +59,35 @@ class WorstImages {
     entries_.insert(at, {psnr, reference, decoded});
     if (entries_.size() > keep_) entries_.pop_back();
   }
+  // Every rank's entries on every rank, merged (the images of one run are all size x size).
+  void gather(dist::Group& group, int64_t size) {
+    if (!group.distributed() || keep_ == 0) return;
+    const int64_t ranks = group.size(), keep = static_cast<int64_t>(keep_), pixels = size * size * 3;
+    torch::Tensor psnrs = torch::zeros({ranks, keep}, torch::kFloat64), counts = torch::zeros({ranks}, torch::kFloat64);
+    torch::Tensor images = torch::zeros({ranks, keep, 2, pixels}, torch::kFloat32);
+    counts[group.rank()] = static_cast<double>(entries_.size());
+    for (size_t k = 0; k < entries_.size(); ++k) {
+      psnrs[group.rank()][static_cast<int64_t>(k)] = entries_[k].psnr;
+      for (int side = 0; side < 2; ++side) {
+        const auto& rgb = (side == 0 ? entries_[k].reference : entries_[k].decoded).rgb;
+        images[group.rank()][static_cast<int64_t>(k)][side].copy_(torch::tensor(std::vector<float>(rgb.begin(), rgb.end())));
+      }
+    }
+    std::vector<torch::Tensor> buffers{psnrs, counts, images};
+    group.all_reduce_sum(buffers);
+    entries_.clear();
+    for (int64_t r = 0; r < ranks; ++r)
+      for (int64_t k = 0; k < static_cast<int64_t>(buffers[1][r].item<double>()); ++k) {
+        io::Image pair[2];
+        for (int side = 0; side < 2; ++side) {
+          const torch::Tensor u8 = buffers[2][r][k][side].to(torch::kUInt8).contiguous();
+          pair[side].height = pair[side].width = size;
+          pair[side].rgb.assign(u8.data_ptr<uint8_t>(), u8.data_ptr<uint8_t>() + pixels);
+        }
+        offer(buffers[0][r][k].item<double>(), pair[0], pair[1]);
+      }
+  }
+
   io::Image grid() const {
     if (entries_.empty()) return {};
     std::vector<std::vector<io::Image>> rows(2);
@@ -72,6 +102,31 @@ class WorstImages {
   };
   size_t keep_;
   std::vector<Entry> entries_;
+};
+
+// Running sums of feature vectors and their outer products, in float64: FID statistics of a set
+// spread over ranks.
+class FeatureSums {
+ public:
+  void add(const torch::Tensor& features) {
+    const torch::Tensor f = features.to(torch::kCPU, torch::kFloat64);
+    if (!sum_.defined()) sum_ = torch::zeros({f.size(1)}, f.options()), outer_ = torch::zeros({f.size(1), f.size(1)}, f.options());
+    sum_ += f.sum(0);
+    outer_ += torch::matmul(f.t(), f);
+    count_ += f.size(0);
+  }
+  FeatureStatistics statistics(dist::Group& group) {
+    std::vector<torch::Tensor> buffers{sum_, outer_, torch::full({1}, static_cast<double>(count_), torch::kFloat64)};
+    group.all_reduce_sum(buffers);
+    const double n = buffers[2].item<double>();
+    const torch::Tensor mu = buffers[0] / n;
+    // sigma = (sum f f^T - n mu mu^T) / (n - 1): the unbiased covariance of the pooled features.
+    return {mu, (buffers[1] - n * torch::outer(mu, mu)) / (n - 1)};
+  }
+
+ private:
+  torch::Tensor sum_, outer_;
+  int64_t count_ = 0;
 };
 
 }  // namespace
@@ -112,31 +167,41 @@ std::vector<io::Image> to_upstream_8bit(const torch::Tensor& x) {
 
 TokenizerEvalResult evaluate_tokenizer(nn::AutoencoderKLImpl& autoencoder, const data::Dataset& dataset,
                                        const TokenizerEvalOptions& o, torch::Device device, nn::LPIPSImpl* lpips,
-                                       nn::FIDInceptionV3Impl* inception) {
+                                       nn::FIDInceptionV3Impl* inception, dist::Group* group) {
+  dist::Group single;
+  dist::Group& ranks = group ? *group : single;
   if (o.batch_size <= 0) throw Error("eval: the batch size must be positive, got " + std::to_string(o.batch_size));
   const int64_t n = o.limit > 0 ? std::min<int64_t>(o.limit, static_cast<int64_t>(dataset.size())) : static_cast<int64_t>(dataset.size());
   if (n == 0) throw Error(dataset.describe() + ": no images to evaluate");
+  if (n < ranks.size()) throw Error("eval: " + std::to_string(n) + " images cannot keep " + std::to_string(ranks.size()) + " ranks busy");
   if (inception && n < 2) throw Error("eval: rFID needs at least two images, got " + std::to_string(n));
   const std::string ref_dir = (fs::path(o.output) / "ref_images").string();
   const std::string decoded_dir = (fs::path(o.output) / "decoded_images").string();
   if (o.save_images) fs::create_directories(ref_dir), fs::create_directories(decoded_dir);
+  // This rank's images: every size()-th from its rank on (DistributedSampler without padding).
+  std::vector<int64_t> mine;
+  for (int64_t i = ranks.rank(); i < n; i += ranks.size()) mine.push_back(i);
+  const int64_t count = static_cast<int64_t>(mine.size());
 
   torch::NoGradGuard no_grad;
   autoencoder.eval();
   if (lpips) lpips->eval();
-  at::Generator noise = at::detail::createCPUGenerator(o.seed);
+  at::Generator noise = at::detail::createCPUGenerator(o.seed + static_cast<uint64_t>(ranks.rank()));
   TokenizerEvalResult r;
   if (!lpips) r.left_out.push_back("LPIPS: no LPIPS weights (--lpips)");
   if (!inception) r.left_out.push_back("rFID: no Inception weights (--inception pt_inception-2015-12-05-6726825d.pth)");
+  // Per image, in dataset order (rows of other ranks stay 0 until the reduction): PSNR, both SSIMs, LPIPS.
+  torch::Tensor scores = torch::zeros({n, 4}, torch::kFloat64);
+  auto table = scores.accessor<double, 2>();
   std::vector<double> ssim_batches, lpips_batches;
-  std::vector<torch::Tensor> ref_features, decoded_features;
+  FeatureSums ref_features, decoded_features;
   WorstImages worst(static_cast<size_t>(std::max<int64_t>(0, o.worst)));
-  Progress progress((n + o.batch_size - 1) / o.batch_size);
-  for (int64_t start = 0, batch = 0; start < n; start += o.batch_size, ++batch) {
-    const int64_t end = std::min(n, start + o.batch_size);
+  Progress progress((count + o.batch_size - 1) / o.batch_size);
+  for (int64_t start = 0, batch = 0; start < count; start += o.batch_size, ++batch) {
+    const int64_t end = std::min(count, start + o.batch_size);
     std::vector<torch::Tensor> inputs;
-    for (int64_t i = start; i < end; ++i)
-      inputs.push_back(evaluation_transform(io::pad(dataset.image(static_cast<size_t>(i)), o.pad), o.resolution));
+    for (int64_t k = start; k < end; ++k)
+      inputs.push_back(evaluation_transform(io::pad(dataset.image(static_cast<size_t>(mine[static_cast<size_t>(k)])), o.pad), o.resolution));
     const torch::Tensor x = torch::stack(inputs).to(device);
     const nn::DiagonalGaussian posterior = autoencoder.encode(x);
     const torch::Tensor decoded = autoencoder.decode(o.sample_posterior ? posterior.sample(noise) : posterior.mode());
@@ -150,38 +215,48 @@ TokenizerEvalResult evaluate_tokenizer(nn::AutoencoderKLImpl& autoencoder, const
       lpips_batches.push_back(lpips_values.mean().item<double>());
     }
     if (inception) {
-      ref_features.push_back(inception_features(*inception, reference8, device));
-      decoded_features.push_back(inception_features(*inception, decoded8, device));
+      ref_features.add(inception_features(*inception, reference8, device));
+      decoded_features.add(inception_features(*inception, decoded8, device));
     }
-    for (int64_t i = start; i < end; ++i) {
-      const size_t k = static_cast<size_t>(i - start);
-      ImageScores s;
-      s.item = dataset.item_name(static_cast<size_t>(i));
-      s.label = dataset.label(static_cast<size_t>(i));
-      s.psnr = psnr(reference8[k], decoded8[k]);
-      s.ssim_skimage = ssim(reference8[k], decoded8[k]);
-      s.ssim_torchmetrics = ssim_tm[static_cast<int64_t>(k)].item<double>();
-      if (lpips) s.lpips = lpips_values[static_cast<int64_t>(k)].item<double>();
-      worst.offer(s.psnr, reference8[k], decoded8[k]);
+    for (int64_t k = start; k < end; ++k) {
+      const size_t j = static_cast<size_t>(k - start);
+      const int64_t i = mine[static_cast<size_t>(k)];
+      table[i][0] = psnr(reference8[j], decoded8[j]);
+      table[i][1] = ssim_tm[static_cast<int64_t>(j)].item<double>();
+      table[i][2] = ssim(reference8[j], decoded8[j]);
+      table[i][3] = lpips ? lpips_values[static_cast<int64_t>(j)].item<double>() : std::numeric_limits<double>::quiet_NaN();
+      worst.offer(table[i][0], reference8[j], decoded8[j]);
       if (o.save_images) {
-        io::write_png(ref_dir + "/ref_image_rank_0_" + std::to_string(i) + ".png", reference8[k]);
-        io::write_png(decoded_dir + "/decoded_image_rank_0_" + std::to_string(i) + ".png", decoded8[k]);
+        const std::string name = std::to_string(ranks.rank()) + "_" + std::to_string(k) + ".png";  // upstream's names
+        io::write_png(ref_dir + "/ref_image_rank_" + name, reference8[j]);
+        io::write_png(decoded_dir + "/decoded_image_rank_" + name, decoded8[j]);
       }
-      r.images.push_back(std::move(s));
     }
-    if ((batch + 1) % 10 == 0 || end == n) {
+    if (ranks.is_root() && ((batch + 1) % 10 == 0 || end == count)) {
       std::ostringstream values;
-      values << std::fixed << std::setprecision(3) << "PSNR " << r.images.back().psnr << " | SSIM " << ssim_batches.back();
-      progress.report(batch + 1, end, values.str());
+      values << std::fixed << std::setprecision(3) << "PSNR " << table[mine[static_cast<size_t>(end - 1)]][0] << " | SSIM " << ssim_batches.back();
+      progress.report(batch + 1, end * ranks.size(), values.str());
     }
   }
-  std::vector<double> psnrs, ssims;
-  for (const auto& s : r.images) psnrs.push_back(s.psnr), ssims.push_back(s.ssim_skimage);
-  r.psnr = mean_of(psnrs);
-  r.ssim_skimage = mean_of(ssims);
-  r.ssim_torchmetrics = mean_of(ssim_batches);
-  if (lpips) r.lpips = mean_of(lpips_batches);
-  if (inception) r.rfid = frechet_distance(feature_statistics(torch::cat(ref_features)), feature_statistics(torch::cat(decoded_features)));
+  // Every rank's share together: the table's rows, the batch means as upstream averages them
+  // (per rank, then over the ranks), the feature sums and the worst images.
+  std::vector<torch::Tensor> reduced{scores};
+  ranks.all_reduce_sum(reduced);
+  scores = reduced[0];
+  table = scores.accessor<double, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    ImageScores s;
+    s.item = dataset.item_name(static_cast<size_t>(i));
+    s.label = dataset.label(static_cast<size_t>(i));
+    s.psnr = table[i][0], s.ssim_torchmetrics = table[i][1], s.ssim_skimage = table[i][2], s.lpips = table[i][3];
+    r.images.push_back(std::move(s));
+  }
+  r.psnr = scores.select(1, 0).mean().item<double>();
+  r.ssim_skimage = scores.select(1, 2).mean().item<double>();
+  r.ssim_torchmetrics = ranks.sum_across_ranks(mean_of(ssim_batches)) / ranks.size();
+  if (lpips) r.lpips = ranks.sum_across_ranks(mean_of(lpips_batches)) / ranks.size();
+  if (inception) r.rfid = frechet_distance(ref_features.statistics(ranks), decoded_features.statistics(ranks));
+  worst.gather(ranks, o.resolution);
   r.worst = worst.grid();
   r.seconds = progress.elapsed_seconds();
   return r;

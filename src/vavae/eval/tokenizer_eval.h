@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "vavae/data/dataset.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/io/image.h"
 #include "vavae/nn/autoencoder.h"
 #include "vavae/nn/inception.h"
@@ -55,10 +56,12 @@ struct TokenizerEvalResult {
 };
 
 // Encodes and decodes every image of `dataset` and scores it; `lpips` and `inception` may be
-// null (their metrics are then listed in left_out). Writes the image folders when asked.
+// null (their metrics are then listed in left_out). Writes the image folders when asked. With a
+// group of several ranks each takes every size()-th image (its PNGs named with its rank, as
+// upstream's) and every rank returns the whole result.
 TokenizerEvalResult evaluate_tokenizer(nn::AutoencoderKLImpl& autoencoder, const data::Dataset& dataset,
                                        const TokenizerEvalOptions& options, torch::Device device, nn::LPIPSImpl* lpips,
-                                       nn::FIDInceptionV3Impl* inception);
+                                       nn::FIDInceptionV3Impl* inception, dist::Group* group = nullptr);
 
 // metrics.csv (one row per image), summary.json and worst.png in options.output.
 void write_tokenizer_eval(const TokenizerEvalResult& result, const TokenizerEvalOptions& options, const std::string& model,

@@ -1,5 +1,7 @@
 // Training survives what long runs meet: NaN batches, SIGKILL at any moment (also mid-write), a
 // full disk, damaged and exotic images, and checkpoints in a format it no longer executes.
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +13,7 @@
 #include "vavae/common/error.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/train_config.h"
+#include "vavae/train/adam_state.h"
 #include "vavae/io/image.h"
 #include "vavae/io/weights.h"
 #include "vavae/nn/vit.h"
@@ -84,6 +87,48 @@ TEST(Robustness, ANonFiniteBatchLeavesModelAndBothOptimizersUntouched) {
   ASSERT_EQ(before.size(), after.size());
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i])) << "tensor " << i;
   EXPECT_FALSE(step.run(images, 6, 7).skipped);  // and training goes on
+}
+
+// Before disc_start the discriminator's Adam only counts steps; doing just that must leave every
+// parameter, moment and step count exactly as the full update on zero gradients does, then and
+// once the GAN is on.
+TEST(Robustness, TheIdleDiscriminatorUpdateIsExactlyAdamOnZeroGradients) {
+  const auto c = parse(config_text("unused", 1));
+  loss::ObjectiveConfig oc = c.objective;
+  oc.disc_start = 6;  // upstream steps: the discriminator branch (odd steps) trains from step 7
+  auto make = [&](bool skip) {
+    torch::manual_seed(1);
+    auto step = std::make_unique<train::TrainStep>(nn::AutoencoderKL(c.autoencoder), loss::VAVAEObjective(oc), nullptr,
+                                                   train::OptimizerConfig{});
+    step->skip_idle_discriminator_update = skip;
+    step->autoencoder->train();
+    step->objective->train();
+    return step;
+  };
+  auto fast = make(true), full = make(false);
+  torch::manual_seed(2);
+  const torch::Tensor images = torch::rand({2, 3, 16, 16}) * 2 - 1;
+  for (int64_t s = 0; s < 5; ++s) {
+    at::Generator a = at::detail::createCPUGenerator(s), b = at::detail::createCPUGenerator(s);
+    fast->run(images, 2 * s, 2 * s + 1, a);
+    full->run(images, 2 * s, 2 * s + 1, b);
+    // Parameters, moments and step counts, parameter by parameter.
+    for (const bool generator : {true, false}) {
+      torch::optim::Adam& x = generator ? *fast->generator_optimizer : *fast->discriminator_optimizer;
+      torch::optim::Adam& y = generator ? *full->generator_optimizer : *full->discriminator_optimizer;
+      const auto& px = x.param_groups()[0].params();
+      const auto& py = y.param_groups()[0].params();
+      ASSERT_EQ(px.size(), py.size());
+      for (size_t i = 0; i < px.size(); ++i) {
+        ASSERT_TRUE(torch::equal(px[i], py[i])) << "step " << s << ", parameter " << i;
+        const auto& sx = static_cast<const torch::optim::AdamParamState&>(*x.state().at(train::adam_state_key(x.state(), px[i])));
+        const auto& sy = static_cast<const torch::optim::AdamParamState&>(*y.state().at(train::adam_state_key(y.state(), py[i])));
+        ASSERT_EQ(sx.step(), sy.step()) << "step " << s << ", parameter " << i;
+        ASSERT_TRUE(torch::equal(sx.exp_avg(), sy.exp_avg()) && torch::equal(sx.exp_avg_sq(), sy.exp_avg_sq()))
+            << "step " << s << ", parameter " << i;
+      }
+    }
+  }
 }
 
 TEST(Robustness, NanBatchesAreCountedAndTooManyInARowStopAtTheLastGoodCheckpoint) {

@@ -1,9 +1,11 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "vavae/dist/process_group.h"
 #include "vavae/nn/autoencoder.h"
 
 namespace vavae::cli {
@@ -40,6 +42,20 @@ void add_nproc_option(CLI::App& app, int& nproc);
 // Starts the ranks and waits for them when nproc > 1 and this process is not a rank already;
 // returns whether it did (then the caller has nothing left to do). Errors name a failed rank.
 bool run_as_local_ranks(int nproc);
+
+// A command that splits its work between ranks: --nproc and --dist-timeout.
+struct DistOptions {
+  int nproc = 1;
+  double timeout_s = 3600;
+};
+void add_dist_options(CLI::App& app, DistOptions& options);
+struct RankContext {
+  torch::Device device = torch::kCPU;  // this rank's
+  std::shared_ptr<dist::Group> group;
+};
+// After run_as_local_ranks: the runtime options applied, this rank's device and its group (a group
+// of one without a launcher).
+RankContext join_ranks(const RuntimeOptions& runtime, const DistOptions& options);
 
 void add_inspect_command(CLI::App& app);
 void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct

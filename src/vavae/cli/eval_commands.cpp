@@ -83,8 +83,7 @@ void add_extract_latents_command(CLI::App& app) {
     RuntimeOptions runtime;
     data::ExtractOptions extract;
     bool stats = true;
-    int nproc = 1;
-    double timeout = 3600;
+    DistOptions dist;
   };
   auto o = std::make_shared<Options>();
   add_model_options(*cmd, o->model);
@@ -98,14 +97,10 @@ void add_extract_latents_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->extract.seed, "seed of the posterior samples")->capture_default_str();
   cmd->add_flag("!--no-stats", o->stats, "do not write latents_stats.pt afterwards");
-  add_nproc_option(*cmd, o->nproc);
-  cmd->add_option("--dist-timeout", o->timeout, "data parallel: seconds a rank waits for the others")->capture_default_str();
+  add_dist_options(*cmd, o->dist);
   cmd->callback([o] {
-    if (run_as_local_ranks(o->nproc)) return;
-    const dist::Launch launch = dist::launch_from_environment();
-    torch::Device device = apply_runtime_options(o->runtime);
-    if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
-    const auto group = dist::group_from_environment(device, std::chrono::milliseconds(static_cast<int64_t>(o->timeout * 1000)));
+    if (run_as_local_ranks(o->dist.nproc)) return;
+    const auto [device, group] = join_ranks(o->runtime, o->dist);
     o->extract.rank = group->rank(), o->extract.world_size = group->size();
     nn::AutoencoderKL model = load_autoencoder(o->model, device);
     data::extract_latents(*model, o->extract, device);
@@ -123,8 +118,7 @@ void add_tokenizer_eval_command(CLI::App& app) {
     RuntimeOptions runtime;
     eval::TokenizerEvalOptions eval;
     std::string data, lpips, lpips_heads, inception, posterior = "sample";
-    int nproc = 1;
-    double timeout = 3600;
+    DistOptions dist;
   };
   auto o = std::make_shared<Options>();
   add_model_options(*cmd, o->model);
@@ -143,14 +137,10 @@ void add_tokenizer_eval_command(CLI::App& app) {
   cmd->add_option("--lpips", o->lpips, "LPIPS weights (upstream LPIPS names, or torchvision vgg16 with --lpips-heads)");
   cmd->add_option("--lpips-heads", o->lpips_heads, "LPIPS vgg.pth heads beside torchvision vgg16 weights");
   cmd->add_option("--inception", o->inception, "FID Inception weights for rFID (pt_inception-2015-12-05-6726825d.pth or safetensors)");
-  add_nproc_option(*cmd, o->nproc);
-  cmd->add_option("--dist-timeout", o->timeout, "data parallel: seconds a rank waits for the others")->capture_default_str();
+  add_dist_options(*cmd, o->dist);
   cmd->callback([o] {
-    if (run_as_local_ranks(o->nproc)) return;
-    const dist::Launch launch = dist::launch_from_environment();
-    torch::Device device = apply_runtime_options(o->runtime);
-    if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
-    const auto group = dist::group_from_environment(device, std::chrono::milliseconds(static_cast<int64_t>(o->timeout * 1000)));
+    if (run_as_local_ranks(o->dist.nproc)) return;
+    const auto [device, group] = join_ranks(o->runtime, o->dist);
     o->eval.sample_posterior = o->posterior == "sample";
     nn::AutoencoderKL model = load_autoencoder(o->model, device);
     nn::LPIPS lpips{nullptr};

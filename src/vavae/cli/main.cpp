@@ -61,6 +61,21 @@ bool run_as_local_ranks(int nproc) {
   return true;
 }
 
+void add_dist_options(CLI::App& app, DistOptions& options) {
+  add_nproc_option(app, options.nproc);
+  app.add_option("--dist-timeout", options.timeout_s, "data parallel: seconds a rank waits for the others")->capture_default_str();
+}
+
+RankContext join_ranks(const RuntimeOptions& runtime, const DistOptions& options) {
+  const dist::Launch launch = dist::launch_from_environment();
+  RuntimeOptions shared = runtime;
+  shared.threads = dist::threads_per_rank(runtime.threads, launch);
+  RankContext r;
+  r.device = dist::rank_device(apply_runtime_options(shared), launch);
+  r.group = dist::group_from_environment(r.device, std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000)));
+  return r;
+}
+
 nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device) {
   nn::AutoencoderKL model(config::load_autoencoder_config(options.config));
   const io::WeightFile weights = io::read_weights(options.weights);

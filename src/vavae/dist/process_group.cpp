@@ -9,7 +9,9 @@
 #define VAVAE_HAVE_NCCL 1
 #endif
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 #include <iostream>
 
 #include "vavae/common/error.h"
@@ -196,6 +198,16 @@ void Group::broadcast(std::vector<torch::Tensor>& tensors, int root) {
 void Group::barrier() {
   if (size_ == 1) return;
   impl_->group->barrier()->wait();
+}
+
+int threads_per_rank(int requested, const Launch& launch) {
+  if (requested != 0 || launch.local_world_size <= 1) return requested;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_world_size);
+}
+
+torch::Device rank_device(torch::Device requested, const Launch& launch) {
+  if (!requested.is_cuda() || launch.world_size == 1) return requested;
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
 }
 
 std::shared_ptr<Group> group_from_environment(torch::Device device, std::chrono::milliseconds timeout) {

@@ -72,6 +72,13 @@ class Work {
   virtual void wait() = 0;
 };
 
+// Threads for this rank: `requested`, or when it is 0 (all cores) the machine's cores shared
+// between the ranks of this machine.
+int threads_per_rank(int requested, const Launch& launch);
+
+// The device of this rank: with several ranks, CUDA means the GPU numbered by the local rank.
+torch::Device rank_device(torch::Device requested, const Launch& launch);
+
 // A group from the environment: connected when the launcher made several ranks, else one process.
 std::shared_ptr<Group> group_from_environment(torch::Device device, std::chrono::milliseconds timeout);
 

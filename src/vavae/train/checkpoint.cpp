@@ -1,5 +1,7 @@
 #include "vavae/train/checkpoint.h"
 
+#include "vavae/train/adam_state.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
@@ -23,20 +25,6 @@ namespace fs = std::filesystem;
 const std::string kGeneratorOptimizer = "optimizer.generator";
 const std::string kDiscriminatorOptimizer = "optimizer.discriminator";
 
-// Adam's per-parameter state is keyed by the parameter's TensorImpl: a string of its address in
-// LibTorch 1.x, the address itself in 2.x.
-template <typename StateMap>
-typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& parameter) {
-  using Key = typename StateMap::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream address;
-    address << static_cast<const void*>(parameter.unsafeGetTensorImpl());
-    return address.str();
-  } else {
-    return static_cast<Key>(parameter.unsafeGetTensorImpl());
-  }
-}
-
 // Adam as PyTorch's optimizer.state_dict() lays it out: per parameter index `state.<i>.exp_avg`,
 // `exp_avg_sq`, `step` (a float32 scalar, as PyTorch keeps it) under `prefix`, and the param group's
 // settings as JSON in the metadata. Plain tensors: resuming never runs a deserialiser that can
@@ -47,7 +35,7 @@ void add_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, io
   const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
   const auto& params = group.params();
   for (size_t i = 0; i < params.size(); ++i) {
-    auto it = optimizer.state().find(state_key(optimizer.state(), params[i]));
+    auto it = optimizer.state().find(adam_state_key(optimizer.state(), params[i]));
     if (it == optimizer.state().end()) continue;
     const auto& state = static_cast<const torch::optim::AdamParamState&>(*it->second);
     const std::string at = prefix + ".state." + std::to_string(i) + ".";
@@ -107,7 +95,7 @@ void restore_adam_state(torch::optim::Adam& optimizer, const std::string& prefix
     state->exp_avg(moment("exp_avg"));
     state->exp_avg_sq(moment("exp_avg_sq"));
     if (options.amsgrad()) state->max_exp_avg_sq(moment("max_exp_avg_sq"));
-    optimizer.state()[state_key(optimizer.state(), params[i])] = std::move(state);
+    optimizer.state()[adam_state_key(optimizer.state(), params[i])] = std::move(state);
   }
   for (const auto& e : reader.entries())
     if (e.name.rfind(prefix + ".state.", 0) == 0) {

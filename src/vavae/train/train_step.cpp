@@ -108,7 +108,14 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     return log;
   }
   generator_optimizer->step();
-  discriminator_optimizer->step();
+  // Before disc_start upstream steps the discriminator's Adam on zero gradients: the step count
+  // moves, nothing else; IdleAdam does just that when it can prove it.
+  if (discriminator_step < objective->config().disc_start && skip_idle_discriminator_update) {
+    idle_discriminator_.step(*discriminator_optimizer);
+  } else {
+    discriminator_optimizer->step();
+    idle_discriminator_.forget();
+  }
   return log;
 }
 

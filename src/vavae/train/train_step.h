@@ -7,6 +7,7 @@
 #include "vavae/loss/objective.h"
 #include "vavae/nn/autoencoder.h"
 #include "vavae/nn/vf_head.h"
+#include "vavae/train/adam_state.h"
 
 // One VA-VAE training iteration, as upstream's manual-optimisation training_step: the generator
 // step (autoencoder + projection, objective with both adaptive weights, Adam) and then the
@@ -51,12 +52,18 @@ class TrainStep {
   // (`noise_ranks` times its own) from the shared generator and keeps slice `noise_rank`, so N
   // ranks of batch b sample exactly what one process of batch N*b samples.
   int noise_rank = 0, noise_ranks = 1;
+  // Before disc_start: only advance the discriminator's Adam step counts (exactly Adam on zero
+  // gradients and zero moments) instead of its full update; false runs the full update.
+  bool skip_idle_discriminator_update = true;
 
   nn::AutoencoderKL autoencoder;
   loss::VAVAEObjective objective;
   nn::VFHead vf_head{nullptr};
   std::unique_ptr<torch::optim::Adam> generator_optimizer, discriminator_optimizer;
   std::vector<torch::Tensor> generator_parameters;  // autoencoder + linear_proj unless proj_fix (upstream: not loss.logvar)
+
+ private:
+  IdleAdam idle_discriminator_;
 };
 
 }  // namespace vavae::train

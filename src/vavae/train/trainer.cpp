@@ -8,7 +8,6 @@
 #include <csignal>
 #include <iomanip>
 #include <iostream>
-#include <thread>
 
 #include "vavae/common/error.h"
 #include "vavae/common/json.h"
@@ -96,13 +95,8 @@ void reduce_evaluation(dist::Group& group, eval::EvalResult& r) {
 
 RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   const dist::Launch launch = dist::launch_from_environment();
-  torch::Device device = resolve_device(c.trainer.device);
-  if (device.is_cuda() && launch.world_size > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(launch.local_rank));
-  // All cores shared among the ranks of this machine unless trainer.threads says otherwise.
-  int requested_threads = static_cast<int>(c.trainer.threads);
-  if (requested_threads == 0 && launch.local_world_size > 1)
-    requested_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_world_size);
-  const int threads = configure_threads(requested_threads);
+  const torch::Device device = dist::rank_device(resolve_device(c.trainer.device), launch);
+  const int threads = configure_threads(dist::threads_per_rank(static_cast<int>(c.trainer.threads), launch));
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.dist_timeout * 1000));
   const std::shared_ptr<dist::Group> group =
       launch.world_size > 1 ? dist::Group::connect(launch, device, timeout) : std::make_shared<dist::Group>();

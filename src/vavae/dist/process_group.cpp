@@ -211,9 +211,7 @@ torch::Device rank_device(torch::Device requested, const Launch& launch) {
 }
 
 std::shared_ptr<Group> group_from_environment(torch::Device device, std::chrono::milliseconds timeout) {
-  const Launch launch = launch_from_environment();
-  if (launch.world_size == 1) return std::make_shared<Group>();
-  return Group::connect(launch, device, timeout);
+  return Group::connect(launch_from_environment(), device, timeout);
 }
 
 std::pair<int64_t, int64_t> shard_range(int64_t count, int rank, int size) {

@@ -38,7 +38,8 @@ class Work;
 class Group {
  public:
   Group() = default;  // one process
-  // Connects every rank (rank 0 serves the store); `device` picks Gloo (CPU) or NCCL (CUDA).
+  // Connects every rank (rank 0 serves the store); `device` picks Gloo (CPU) or NCCL (CUDA). A
+  // launch of one process is a group of one, with nothing to connect.
   static std::shared_ptr<Group> connect(const Launch& launch, torch::Device device, std::chrono::milliseconds timeout);
   ~Group();
 

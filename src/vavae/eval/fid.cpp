@@ -136,6 +136,26 @@ torch::Tensor inception_features(nn::FIDInceptionV3Impl& inception, const std::v
   return torch::cat(features);
 }
 
+void FeatureSums::add(const torch::Tensor& features) {
+  const torch::Tensor f = features.to(torch::kCPU, torch::kFloat64);
+  if (!sum.defined()) {
+    sum = torch::zeros({f.size(1)}, f.options());
+    outer = torch::zeros({f.size(1), f.size(1)}, f.options());
+    count = torch::zeros({1}, f.options());
+  }
+  sum += f.sum(0);
+  outer += torch::matmul(f.t(), f);
+  count += static_cast<double>(f.size(0));
+}
+
+FeatureStatistics FeatureSums::statistics() const {
+  const double n = count.defined() ? count.item<double>() : 0.0;
+  if (n < 2) throw Error("FID needs at least two images, got " + std::to_string(static_cast<int64_t>(n)));
+  const torch::Tensor mu = sum / n;
+  // (sum f f^T - n mu mu^T) / (n - 1): the unbiased covariance of the pooled features.
+  return {mu, (outer - n * torch::outer(mu, mu)) / (n - 1)};
+}
+
 FeatureStatistics read_npz_statistics(const std::string& path) {
   const io::ZipArchive zip(std::make_shared<io::MappedFile>(path));
   FeatureStatistics s;

@@ -20,6 +20,14 @@ struct FeatureStatistics {
 // Mean and unbiased covariance (N - 1) of [N, D] features, in float64.
 FeatureStatistics feature_statistics(const torch::Tensor& features);
 
+// Running float64 sums of [N, D] feature batches and their outer products: the statistics of a set
+// seen in pieces, or spread over ranks once the three tensors are summed across them.
+struct FeatureSums {
+  torch::Tensor sum, outer, count;  // [D], [D, D], [1]
+  void add(const torch::Tensor& features);
+  FeatureStatistics statistics() const;  // mu and the unbiased covariance, as feature_statistics
+};
+
 // |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 sigma2)). The trace of the square
 // root is taken through the symmetric form sigma1^1/2 sigma2 sigma1^1/2, whose eigenvalues are
 // those of sigma1 sigma2, so a singular covariance needs no retry.

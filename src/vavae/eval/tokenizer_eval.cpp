@@ -104,31 +104,6 @@ class WorstImages {
   std::vector<Entry> entries_;
 };
 
-// Running sums of feature vectors and their outer products, in float64: FID statistics of a set
-// spread over ranks.
-class FeatureSums {
- public:
-  void add(const torch::Tensor& features) {
-    const torch::Tensor f = features.to(torch::kCPU, torch::kFloat64);
-    if (!sum_.defined()) sum_ = torch::zeros({f.size(1)}, f.options()), outer_ = torch::zeros({f.size(1), f.size(1)}, f.options());
-    sum_ += f.sum(0);
-    outer_ += torch::matmul(f.t(), f);
-    count_ += f.size(0);
-  }
-  FeatureStatistics statistics(dist::Group& group) {
-    std::vector<torch::Tensor> buffers{sum_, outer_, torch::full({1}, static_cast<double>(count_), torch::kFloat64)};
-    group.all_reduce_sum(buffers);
-    const double n = buffers[2].item<double>();
-    const torch::Tensor mu = buffers[0] / n;
-    // sigma = (sum f f^T - n mu mu^T) / (n - 1): the unbiased covariance of the pooled features.
-    return {mu, (buffers[1] - n * torch::outer(mu, mu)) / (n - 1)};
-  }
-
- private:
-  torch::Tensor sum_, outer_;
-  int64_t count_ = 0;
-};
-
 }  // namespace
 
 torch::Tensor evaluation_transform(const io::Image& image, int64_t size) {
@@ -255,7 +230,13 @@ TokenizerEvalResult evaluate_tokenizer(nn::AutoencoderKLImpl& autoencoder, const
   r.ssim_skimage = scores.select(1, 2).mean().item<double>();
   r.ssim_torchmetrics = ranks.sum_across_ranks(mean_of(ssim_batches)) / ranks.size();
   if (lpips) r.lpips = ranks.sum_across_ranks(mean_of(lpips_batches)) / ranks.size();
-  if (inception) r.rfid = frechet_distance(ref_features.statistics(ranks), decoded_features.statistics(ranks));
+  if (inception) {
+    for (FeatureSums* sums : {&ref_features, &decoded_features}) {
+      std::vector<torch::Tensor> parts{sums->sum, sums->outer, sums->count};  // summed in place
+      ranks.all_reduce_sum(parts);
+    }
+    r.rfid = frechet_distance(ref_features.statistics(), decoded_features.statistics());
+  }
   worst.gather(ranks, o.resolution);
   r.worst = worst.grid();
   r.seconds = progress.elapsed_seconds();

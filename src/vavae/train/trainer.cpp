@@ -98,8 +98,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   const torch::Device device = dist::rank_device(resolve_device(c.trainer.device), launch);
   const int threads = configure_threads(dist::threads_per_rank(static_cast<int>(c.trainer.threads), launch));
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.dist_timeout * 1000));
-  const std::shared_ptr<dist::Group> group =
-      launch.world_size > 1 ? dist::Group::connect(launch, device, timeout) : std::make_shared<dist::Group>();
+  const std::shared_ptr<dist::Group> group = dist::Group::connect(launch, device, timeout);  // of one without a launcher
   std::ostream& out = group->is_root() ? std::cout : silent();
   RunFolder folder(o.output, group->is_root());
   folder.write_config(c.resolved);

@@ -7,6 +7,9 @@
 #include "fixtures.h"
 #include "vavae/common/error.h"
 #include "vavae/data/loader.h"
+#include "vavae/io/resample.h"
+
+#include <nlohmann/json.hpp>
 
 namespace vavae::test {
 namespace {
@@ -116,6 +119,49 @@ TEST(Loader, SkipsAndCountsUnreadableImages) {
   const data::Batch b = loader.batch(0, 0);
   EXPECT_EQ(b.images.size(0), 6);  // filled up with the next readable items
   EXPECT_EQ(loader.skipped(), 1);
+}
+
+// tests/pillow/make.py wrote Pillow 9.4's own resizes of one photo (odd sizes, up and down, box and
+// bicubic), guided-diffusion's center_crop_arr of it, and its JPEG decoded at 1, 1/2, 1/4 and 1/8
+// of full size (draft()): ours must equal them byte for byte.
+TEST(Resample, EqualsPillowBitForBit) {
+  const std::string folder = std::string(VAVAE_SOURCE_DIR) + "/tests/pillow";
+  std::ifstream in(folder + "/cases.json");
+  const nlohmann::json cases = nlohmann::json::parse(in);
+  const io::Image source = io::read_image(folder + "/" + cases["source"].get<std::string>());
+  int checked = 0;
+  for (const auto& c : cases["cases"]) {
+    const io::Image expected = io::read_image(folder + "/" + c["file"].get<std::string>());
+    io::Image ours;
+    if (c["kind"] == "resize")
+      ours = io::resample(source, c["height"], c["width"], c["filter"] == "box" ? io::ResampleFilter::box : io::ResampleFilter::bicubic);
+    else if (c["kind"] == "center_crop_arr")
+      ours = io::center_crop_resize(source, c["size"]);
+    else  // jpeg_draft: Pillow's draft() is libjpeg-turbo's DCT scaling, as is ours
+      ours = io::read_image(folder + "/source.jpg", c["shorter_side_at_least"]);
+    ASSERT_EQ(ours.height, expected.height) << c["file"];
+    ASSERT_EQ(ours.width, expected.width) << c["file"];
+    EXPECT_EQ(ours.rgb, expected.rgb) << c["file"];
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
+TEST(Resample, AWindowEqualsTheCropOfTheWholeResize) {
+  const io::Image source = io::read_image(std::string(VAVAE_SOURCE_DIR) + "/tests/pillow/source.png");
+  for (const auto& [h, w] : {std::pair<int64_t, int64_t>{61, 47}, {200, 300}, {123, 40}}) {
+    const io::Image whole = io::resample(source, h, w, io::ResampleFilter::bicubic);
+    for (const io::Window window : {io::Window{0, 0, 1, 1}, io::Window{h / 3, w / 4, h / 2, w / 2}, io::Window{h - 5, w - 7, 5, 7}}) {
+      const io::Image part = io::resample(source, h, w, io::ResampleFilter::bicubic, window);
+      io::Image expected;
+      expected.height = window.height, expected.width = window.width;
+      for (int64_t y = 0; y < window.height; ++y)
+        expected.rgb.insert(expected.rgb.end(), whole.rgb.begin() + ((window.top + y) * w + window.left) * 3,
+                            whole.rgb.begin() + ((window.top + y) * w + window.left + window.width) * 3);
+      EXPECT_EQ(part.rgb, expected.rgb) << h << "x" << w << " window at " << window.top << "," << window.left;
+    }
+  }
+  EXPECT_THROW(io::resample(source, 10, 10, io::ResampleFilter::box, io::Window{5, 5, 6, 1}), Error);
 }
 
 }  // namespace

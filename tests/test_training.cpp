@@ -69,6 +69,10 @@ TEST(Training, LossFallsStagesSwitchAndTheRunFolderIsComplete) {
     for (const char* key : {"total_loss", "logvar", "kl_loss", "nll_loss", "rec_loss", "d_weight", "disc_factor", "g_loss",
                             "disc_loss", "logits_real", "logits_fake"})
       EXPECT_TRUE(lines[i].contains(std::string("train/") + key)) << "line " << i << " " << key;
+  for (const auto& line : lines) {  // the share of step time spent waiting for the loader
+    EXPECT_GE(line.at("data_wait").get<double>(), 0.0);
+    EXPECT_LE(line.at("data_wait").get<double>(), 1.0);
+  }
   EXPECT_EQ(lines[20].at("train/disc_factor"), 1.0);
   EXPECT_EQ(lines[19].at("train/disc_factor"), 0.0);
   EXPECT_EQ(lines[19].at("train/disc_loss"), 0.0);

@@ -9,6 +9,7 @@
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/config/model_config.h"
+#include "vavae/data/loader.h"
 #include "vavae/nn/foundation_model.h"
 #include "vavae/train/train_step.h"
 
@@ -23,6 +24,8 @@ struct BenchOptions {
   int64_t feature_dim = 1024;  // vf-loss: D (DINOv2 ViT-L)
   bool explicit_gram = false;  // vf-loss: upstream's full N x N matrices instead of row blocks
   int64_t batch = 1, resolution = 256, steps = 5, warmup = 1;
+  std::string data;  // loader: a folder of images
+  bool jpeg_dct_scaling = false;
   RuntimeOptions runtime;
 };
 
@@ -155,7 +158,28 @@ void run_vf_loss_bench(const BenchOptions& o, torch::Device device) {
                {{"n", grid * grid}, {"feature_dim", d}, {"explicit_gram", o.explicit_gram}});
 }
 
+// One loader worker's pipeline (read, decode, shorter-side resize, random crop, flip, to tensor)
+// over every whole batch of --batch images of --data, on the calling thread: a step is one pass.
+void run_loader_bench(const BenchOptions& o) {
+  if (o.data.empty()) throw Error("bench loader needs --data FOLDER");
+  data::LoaderConfig c;
+  c.batch_size = o.batch;
+  c.transform.resolution = o.resolution;
+  c.transform.random_crop = c.transform.horizontal_flip = true;
+  c.transform.jpeg_dct_scaling = o.jpeg_dct_scaling;
+  const data::Loader loader(data::image_folder(o.data), c);
+  int64_t epoch = 0;
+  BenchOptions per_pass = o;
+  per_pass.batch = loader.batches_per_epoch() * o.batch;  // images per step
+  print_result(per_pass, torch::kCPU, time_steps(o, torch::kCPU, [&] {
+                 for (int64_t i = 0; i < loader.batches_per_epoch(); ++i) loader.batch(epoch, i);
+                 ++epoch;
+               }),
+               {{"data", o.data}, {"loader_batch", o.batch}, {"jpeg_dct_scaling", o.jpeg_dct_scaling}});
+}
+
 void run_bench(const BenchOptions& o) {
+  if (o.what == "loader") return run_loader_bench(o);
   const torch::Device device = apply_runtime_options(o.runtime);
   const nn::AutoencoderConfig config = bench_config(o.config);
   if (o.resolution % config.downsample_factor() != 0)
@@ -183,9 +207,11 @@ void run_bench(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "time encode, decode or a training iteration with random weights");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("what", o->what, "encode, decode, train-step (generator + discriminator step) or vf-loss")
+  cmd->add_option("what", o->what, "encode, decode, train-step (generator + discriminator step), vf-loss or loader")
       ->required()
-      ->check(CLI::IsMember({"encode", "decode", "train-step", "vf-loss"}));
+      ->check(CLI::IsMember({"encode", "decode", "train-step", "vf-loss", "loader"}));
+  cmd->add_option("--data", o->data, "loader: a folder of images (one pass over it is a step)");
+  cmd->add_flag("--jpeg-dct-scaling", o->jpeg_dct_scaling, "loader: decode JPEGs DCT-scaled (the training default)");
   cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file");
   cmd->add_flag("--no-lpips", o->no_lpips, "train-step without the perceptual loss");
   cmd->add_flag("--no-disc", o->no_disc, "train-step without the GAN term and discriminator step");

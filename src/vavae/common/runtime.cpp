@@ -1,5 +1,7 @@
 #include "vavae/common/runtime.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -7,6 +9,12 @@
 #include "vavae/common/error.h"
 
 namespace vavae {
+
+void configure_allocator() {
+  mallopt(M_MMAP_THRESHOLD, 16 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 
 int configure_threads(int requested) {
   if (requested < 0) throw Error("--threads must be >= 0 (0 = all cores), got " + std::to_string(requested));

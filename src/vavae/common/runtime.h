@@ -6,6 +6,13 @@
 
 namespace vavae {
 
+// glibc serves every allocation above 128 KiB (adaptively up to 32 MiB) with fresh pages from mmap
+// and trims free heap above 128 KiB, so each step's activations and each decoded image pay page
+// faults again (a third of a loader worker's time; 15-20% of f16d32 encode and decode). Keeping
+// allocations below 16 MiB on the heap and up to 64 MiB of free heap top removes most of them at
+// the same peak RSS (within 3%, bench/run.sh). Called first thing by the program.
+void configure_allocator();
+
 // Sets LibTorch's intra-op thread count; 0 means all cores. Returns the count in effect.
 int configure_threads(int requested);
 

@@ -26,6 +26,9 @@ void describe_split(DataSplitConfig& s, V& v, const std::string& p, const char* 
   v.key(p + "pad", s.pad, "zero padding on every side before resizing");
   v.key(p + "random_crop", s.random_crop, "random instead of centre crop (training split)");
   v.key(p + "flip", s.flip, "random horizontal flips (training split; upstream: none)");
+  v.key(p + "jpeg_dct_scaling", s.jpeg_dct_scaling,
+        "training split: decode JPEGs DCT-scaled (1/2, 1/4, 1/8) to the smallest size >= resolution before resizing (faster; validation "
+        "and extraction always resize the full image, as upstream)");
   v.key(p + "limit", s.limit, "read only the first N images (0: all)");
 }
 

@@ -23,6 +23,7 @@ struct DataSplitConfig {
   int64_t pad = 0;          // zero padding on every side before resizing (Fashion-MNIST 28 -> 32: 2)
   bool random_crop = true;  // training split, as upstream; validation always centre-crops
   bool flip = false;        // random horizontal flip; upstream does not flip
+  bool jpeg_dct_scaling = true;  // training split: JPEGs decode DCT-scaled (data::TransformConfig)
   int64_t limit = 0;        // use the first `limit` images (0: all)
 };
 

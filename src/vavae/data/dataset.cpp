@@ -119,6 +119,7 @@ class FileDataset : public Dataset {
       : files_(std::move(files)), labels_(std::move(labels)), description_(std::move(description)) {}
   size_t size() const override { return files_.size(); }
   io::Image image(size_t i) const override { return io::read_image(files_[i]); }
+  io::Image image_at_least(size_t i, int64_t shorter_side) const override { return io::read_image(files_[i], shorter_side); }
   int64_t label(size_t i) const override { return labels_.empty() ? -1 : labels_[i]; }
   std::string describe() const override { return description_; }
   std::string item_name(size_t i) const override { return files_[i]; }
@@ -135,6 +136,7 @@ class Slice : public Dataset {
       : base_(std::move(base)), begin_(begin), end_(end), description_(std::move(description)) {}
   size_t size() const override { return end_ - begin_; }
   io::Image image(size_t i) const override { return base_->image(begin_ + i); }
+  io::Image image_at_least(size_t i, int64_t shorter_side) const override { return base_->image_at_least(begin_ + i, shorter_side); }
   int64_t label(size_t i) const override { return base_->label(begin_ + i); }
   std::string describe() const override { return base_->describe() + ", " + description_; }
   std::string item_name(size_t i) const override { return base_->item_name(begin_ + i); }

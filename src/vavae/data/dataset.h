@@ -15,6 +15,9 @@ class Dataset {
   virtual ~Dataset() = default;
   virtual size_t size() const = 0;
   virtual io::Image image(size_t index) const = 0;  // throws vavae::Error for an unreadable item
+  // The image, or a cheaper smaller one whose shorter side is still at least `shorter_side` (JPEG
+  // files decode DCT-scaled, see io::decode_jpeg).
+  virtual io::Image image_at_least(size_t index, int64_t shorter_side) const { return image(index); }
   virtual int64_t label(size_t index) const = 0;
   virtual std::string describe() const = 0;
   // What a person looks for to find the item: its file, or "#index".

@@ -53,16 +53,15 @@ std::shared_ptr<const std::vector<size_t>> Loader::permutation(int64_t epoch) co
 
 io::Image Loader::transformed(size_t item, uint64_t rng_seed) const {
   const TransformConfig& t = config_.transform;
-  io::Image img = io::pad(dataset_->image(item), t.pad);
+  io::Image img = t.jpeg_dct_scaling && t.pad == 0 ? dataset_->image_at_least(item, t.resolution) : io::pad(dataset_->image(item), t.pad);
   std::mt19937_64 rng(rng_seed);
-  img = io::resize_shorter_side(img, t.resolution);
+  const auto [height, width] = io::shorter_side_size(img.height, img.width, t.resolution);
+  io::Window square{(height - t.resolution) / 2, (width - t.resolution) / 2, t.resolution, t.resolution};
   if (t.random_crop) {
-    const int64_t top = std::uniform_int_distribution<int64_t>(0, img.height - t.resolution)(rng);
-    const int64_t left = std::uniform_int_distribution<int64_t>(0, img.width - t.resolution)(rng);
-    img = io::crop(img, top, left, t.resolution);
-  } else if (img.height != t.resolution || img.width != t.resolution) {
-    img = io::crop(img, (img.height - t.resolution) / 2, (img.width - t.resolution) / 2, t.resolution);
+    square.top = std::uniform_int_distribution<int64_t>(0, height - t.resolution)(rng);
+    square.left = std::uniform_int_distribution<int64_t>(0, width - t.resolution)(rng);
   }
+  img = io::resize_shorter_side(img, t.resolution, square);
   if (t.horizontal_flip && std::bernoulli_distribution(0.5)(rng)) img = io::flip_horizontal(img);
   return img;
 }

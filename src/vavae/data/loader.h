@@ -17,6 +17,9 @@ struct TransformConfig {
   int64_t pad = 0;            // zero padding on every side first (Fashion-MNIST: 28 + 2*2 = 32)
   bool random_crop = false;   // training: random crop after the shorter-side resize; else centre crop
   bool horizontal_flip = false;
+  // Decode JPEGs DCT-scaled (1/2, 1/4, 1/8) to the smallest size still >= resolution: faster,
+  // and not bit-identical to resizing the full-size image (io::decode_jpeg).
+  bool jpeg_dct_scaling = false;
 };
 
 struct LoaderConfig {

@@ -13,6 +13,7 @@
 #include "vavae/common/error.h"
 #include "vavae/io/files.h"
 #include "vavae/io/image_decode.h"
+#include "vavae/io/resample.h"
 
 namespace vavae::io {
 namespace {
@@ -43,13 +44,13 @@ bool is_image_file(const std::string& path) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
-Image read_image(const std::string& path) {
+Image read_image(const std::string& path, int64_t shorter_side_at_least) {
   const MappedFile file(path);
   const uint8_t* d = file.data();
   const size_t n = file.size();
   static const uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (n >= sizeof(kPng) && std::memcmp(d, kPng, sizeof(kPng)) == 0) return decode_png(d, n, path);
-  if (n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff) return decode_jpeg(d, n, path);
+  if (n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff) return decode_jpeg(d, n, path, shorter_side_at_least);
   throw Error(path + ": cannot read image: not a PNG or JPEG file (" + std::to_string(n) + " bytes)");
 }
 
@@ -86,23 +87,36 @@ std::vector<std::string> list_images(const std::string& path) {
   return files;
 }
 
-Image resize_shorter_side(const Image& image, int64_t size) {
+namespace {
+
+void check_resolution(int64_t size) {
   if (size <= 0) throw Error("resolution must be positive, got " + std::to_string(size));
-  if (std::min(image.height, image.width) == size) return image;
-  torch::NoGradGuard no_grad;
-  torch::Tensor x = to_nchw_float(image);
-  while (std::min(x.size(2), x.size(3)) >= 2 * size)
-    x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{x.size(2) / 2, x.size(3) / 2}).mode(torch::kArea));
-  const double scale = static_cast<double>(size) / static_cast<double>(std::min(x.size(2), x.size(3)));
-  const int64_t h = std::max<int64_t>(size, std::llround(x.size(2) * scale));
-  const int64_t w = std::max<int64_t>(size, std::llround(x.size(3) * scale));
-  if (h != x.size(2) || w != x.size(3))
-    x = F::interpolate(x, F::InterpolateFuncOptions()
-                              .size(std::vector<int64_t>{h, w})
-                              .mode(torch::kBicubic)
-                              .align_corners(false)
-                              .antialias(true));
-  return from_nchw_float(x);
+}
+
+// ADM's box-halving loop: the image the bicubic step starts from.
+Image halve_while_large(Image image, int64_t size) {
+  while (std::min(image.height, image.width) >= 2 * size)
+    image = resample(image, image.height / 2, image.width / 2, ResampleFilter::box);
+  return image;
+}
+
+}  // namespace
+
+std::array<int64_t, 2> shorter_side_size(int64_t height, int64_t width, int64_t size) {
+  check_resolution(size);
+  while (std::min(height, width) >= 2 * size) height /= 2, width /= 2;
+  // Python's round (half to even) of x * (size / shorter side), as center_crop_arr computes it.
+  const double scale = static_cast<double>(size) / static_cast<double>(std::min(height, width));
+  return {static_cast<int64_t>(std::nearbyint(static_cast<double>(height) * scale)),
+          static_cast<int64_t>(std::nearbyint(static_cast<double>(width) * scale))};
+}
+
+Image resize_shorter_side(const Image& image, int64_t size, Window window) {
+  const auto [height, width] = shorter_side_size(image.height, image.width, size);
+  const Image halved = halve_while_large(image, size);
+  if (halved.height == height && halved.width == width && window.top == 0 && window.left == 0 && window.height < 0 && window.width < 0)
+    return halved;
+  return resample(halved, height, width, ResampleFilter::bicubic, window);
 }
 
 Image crop(const Image& image, int64_t top, int64_t left, int64_t size) {
@@ -119,8 +133,8 @@ Image crop(const Image& image, int64_t top, int64_t left, int64_t size) {
 
 Image center_crop_resize(const Image& image, int64_t size) {
   if (image.height == size && image.width == size) return image;
-  const Image resized = resize_shorter_side(image, size);
-  return crop(resized, (resized.height - size) / 2, (resized.width - size) / 2, size);
+  const auto [height, width] = shorter_side_size(image.height, image.width, size);
+  return resize_shorter_side(image, size, Window{(height - size) / 2, (width - size) / 2, size, size});
 }
 
 Image flip_horizontal(const Image& image) {

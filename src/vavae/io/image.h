@@ -1,6 +1,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,7 +14,14 @@ struct Image {
   std::vector<uint8_t> rgb;
 };
 
-Image read_image(const std::string& path);  // PNG or JPEG (see image_decode.h) -> 8-bit RGB
+// A rectangle of an image; a negative height or width means "to the end".
+struct Window {
+  int64_t top = 0, left = 0, height = -1, width = -1;
+};
+
+// PNG or JPEG (see image_decode.h) -> 8-bit RGB; a JPEG with `shorter_side_at_least` > 0 is
+// decoded DCT-scaled down to about that size (decode_jpeg).
+Image read_image(const std::string& path, int64_t shorter_side_at_least = 0);
 void write_png(const std::string& path, const Image& image);  // atomic
 std::string encode_png(const Image& image);                   // the PNG file's bytes
 
@@ -23,10 +31,12 @@ bool is_image_file(const std::string& path);
 // A file, or the image files (png/jpg/jpeg) directly inside a folder, sorted by name.
 std::vector<std::string> list_images(const std::string& path);
 
-// Shorter side to `size` the way the ADM/LightningDiT data pipeline does it: halve with a box
-// filter while the short side is >= 2*size, then bicubic (antialiased, PIL's a = -0.5) to the exact
-// size, rounded to 8 bit. Unchanged when the shorter side already is `size`.
-Image resize_shorter_side(const Image& image, int64_t size);
+// Shorter side to `size` as ADM's center_crop_arr (LightningDiT's extraction) does it with PIL, bit
+// for bit: halve with PIL's box filter while the short side is >= 2*size, then PIL's bicubic to
+// round(side * size / short side) (Python's round). Only `window` of the result is computed.
+Image resize_shorter_side(const Image& image, int64_t size, Window window = {});
+// The {height, width} resize_shorter_side gives an image of height x width.
+std::array<int64_t, 2> shorter_side_size(int64_t height, int64_t width, int64_t size);
 
 // The size x size square at (top, left).
 Image crop(const Image& image, int64_t top, int64_t left, int64_t size);

@@ -3,6 +3,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -132,7 +133,7 @@ void jpeg_ignore_message(j_common_ptr, int) {}
 
 }  // namespace
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& path) {
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& path, int64_t shorter_side_at_least) {
   jpeg_decompress_struct cinfo{};
   JpegFailure failure;
   cinfo.err = jpeg_std_error(&failure.manager);
@@ -163,8 +164,18 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& path) {
     jpeg_destroy_decompress(&cinfo);
     throw Error(size_error);
   }
-  image.width = cinfo.image_width;
-  image.height = cinfo.image_height;
+  if (shorter_side_at_least > 0) {
+    const int64_t shorter = std::min<int64_t>(cinfo.image_width, cinfo.image_height);
+    // Only 1/2, 1/4 and 1/8: libjpeg-turbo has SIMD kernels for those (PIL's draft() uses the same);
+    // its generic M/8 kernels measured slower than a full decode.
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = 1;
+    while (cinfo.scale_denom < 8 && (shorter + 2 * cinfo.scale_denom - 1) / (2 * cinfo.scale_denom) >= shorter_side_at_least)
+      cinfo.scale_denom *= 2;
+  }
+  jpeg_calc_output_dimensions(&cinfo);
+  image.width = cinfo.output_width;
+  image.height = cinfo.output_height;
   image.rgb.resize(static_cast<size_t>(image.width) * image.height * 3);
   if (cmyk) cmyk_row.resize(static_cast<size_t>(image.width) * 4);
   jpeg_start_decompress(&cinfo);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <iomanip>
@@ -137,7 +138,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   data::LoaderConfig lc;
   lc.batch_size = c.batch_size, lc.seed = c.trainer.seed, lc.workers = std::max<int64_t>(1, c.num_workers);
   lc.rank = group->rank(), lc.world_size = group->size();
-  lc.transform = {c.train.resolution, c.train.pad, c.train.random_crop, c.train.flip};
+  lc.transform = {c.train.resolution, c.train.pad, c.train.random_crop, c.train.flip, c.train.jpeg_dct_scaling};
   data::Loader loader(data::subset(data::open_dataset(c.train.source), static_cast<size_t>(c.train.limit)), lc);
   const auto validation = data::open_dataset(c.validation.source);
   const int64_t per_epoch = loader.batches_per_epoch();
@@ -221,6 +222,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   loader.start(start / per_epoch, start % per_epoch);
   std::string current_stage;
   int64_t nonfinite_in_a_row = 0;
+  double waited_s = 0, stepped_s = 0;  // since the last log: blocked on the loader, and in all
   for (int64_t s = start; s < total; ++s) {
     const Stage& stage = stage_at(stages, s);
     if (stage.config.name != current_stage) {
@@ -238,13 +240,16 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
                 << oc2.vf_weight << ", margins " << oc2.vf.cos_margin << "/" << oc2.vf.distmat_margin << ", disc_start "
                 << oc2.disc_start << std::endl;
     }
+    const auto step_began = std::chrono::steady_clock::now();
     data::Batch batch = loader.next();
+    waited_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_began).count();
     if (o.before_step) o.before_step(s, batch.images);
     // Upstream's global_step advances once per optimizer step: 2 per batch, from the last restart.
     const int64_t upstream_step = 2 * (s - stage.origin);
     const int64_t done = s + 1;
     const bool logged = done % c.trainer.log_every == 0 || done == total;
     const IterationLog log = step.run(batch.images.to(device), upstream_step, upstream_step + 1, noise, logged);
+    stepped_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_began).count();
     if (log.skipped) {
       ++summary.skipped_steps;
       ++nonfinite_in_a_row;
@@ -274,12 +279,17 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       const loss::LogValues generator = averaged(log.generator), discriminator = averaged(log.discriminator);
       for (const auto& [k, v] : generator) line["train/" + k] = v;
       for (const auto& [k, v] : discriminator) line["train/" + k] = v;
+      // The share of the steps' time spent waiting for the loader: 0 when decoding keeps up.
+      const double data_wait = stepped_s > 0 ? waited_s / stepped_s : 0.0;
+      waited_s = stepped_s = 0;
+      line["data_wait"] = data_wait;
       line["skipped_images"] = loader.skipped();
       line["skipped_steps"] = summary.skipped_steps;
       folder.append_metrics(line);
       std::string values = "stage " + current_stage + " | nll " + fmt(generator.at("nll_loss"));
       if (generator.count("vf_loss")) values += " | vf " + fmt(generator.at("vf_loss")) + " (w " + fmt(generator.at("vf_weight"), 3) + ")";
       if (generator.count("g_loss")) values += " | g " + fmt(generator.at("g_loss"));
+      values += " | data wait " + fmt(100 * data_wait, 2) + "%";
       if (group->is_root()) progress.report(done - start, (done - start) * global_batch, values);
     }
     if (done % c.trainer.val_every == 0 && done != total) validate(done, current_stage, false);

@@ -4,7 +4,13 @@
 #include "fixtures.h"
 #include "vavae/common/error.h"
 #include "vavae/dit/lightningdit.h"
+#include "vavae/config/config_file.h"
+#include "vavae/config/dit_config.h"
+#include "vavae/dit/dit_trainer.h"
+#include "vavae/dit/generate.h"
 #include "vavae/dit/transport.h"
+
+#include <fstream>
 #include "vavae/io/weights.h"
 
 namespace vavae::test {
@@ -249,6 +255,102 @@ TEST(DiTSampler, BadSettingsAreErrors) {
   EXPECT_THROW(dit::sampling_grid(c), Error);
   c.method = "euler", c.num_steps = 1;
   EXPECT_THROW(dit::sampling_grid(c), Error);
+}
+
+}  // namespace
+}  // namespace vavae::test
+
+namespace vavae::test {
+namespace {
+
+// A latent folder in extract-latents' layout: class k's latents are k's pattern plus noise.
+std::string make_latent_folder(const std::string& name, int64_t n, int64_t channels, int64_t size, int64_t classes) {
+  const std::string dir = scratch_dir(name);
+  at::Generator g = at::detail::createCPUGenerator(7);
+  const torch::Tensor labels = torch::arange(n) % classes;
+  const torch::Tensor patterns = torch::randn({classes, channels, size, size}, g) * 2 + 1;
+  const torch::Tensor latents = patterns.index_select(0, labels) + 0.1 * torch::randn({n, channels, size, size}, g);
+  io::write_safetensors(dir + "/latents_rank00_shard000.safetensors",
+                        {{"latents", latents}, {"latents_flip", latents.flip({3})}, {"labels", labels}});
+  return dir;
+}
+
+std::string tiny_dit_config(const std::string& data, const std::string& extra = "") {
+  return "data: {data_path: " + data + R"(, num_classes: 4}
+model: {model_type: LightningDiT-B/1, depth: 2, hidden_size: 32, num_heads: 2, in_chans: 4}
+train: {max_steps: 200, global_batch_size: 16, log_every: 20, ckpt_every: 100, threads: 1}
+optimizer: {lr: 0.002}
+sample: {num_sampling_steps: 6, cfg_scale: 2.0, per_proc_batch_size: 3}
+)" + extra;
+}
+
+config::DiTConfig dit_config_text(const std::string& yaml) { return config::dit_config_from_json(config::load_config_text(yaml), "test.yaml"); }
+
+TEST(DiTTraining, ShortRunLowersTheLossAndResumesExactly) {
+  const std::string data = make_latent_folder("dit_latents", 96, 4, 2, 4);
+  const config::DiTConfig c = dit_config_text(tiny_dit_config(data));
+  const std::string straight = scratch_dir("dit_straight"), halves = scratch_dir("dit_halves");
+  const dit::DiTRunSummary s = dit::run_dit_training(c, {straight, "", 0});
+  EXPECT_EQ(s.steps, 200);
+  EXPECT_LT(s.last_loss, 0.7 * s.first_loss);
+  EXPECT_TRUE(std::filesystem::exists(data + "/latents_stats.pt")) << "computed and cached, as ImgLatentDataset does";
+  // 100 steps, then resumed to 200: the same weights, EMA and moments as the run without a break.
+  dit::run_dit_training(c, {halves, "", 100});
+  dit::run_dit_training(c, {halves, halves, 0});
+  const io::SafetensorsReader a(straight + "/ema.safetensors"), b(halves + "/ema.safetensors");
+  ASSERT_EQ(a.entries().size(), b.entries().size());
+  for (const auto& e : a.entries()) EXPECT_TRUE(torch::equal(a.tensor(e.name), b.tensor(e.name))) << e.name;
+  int lines = 0;
+  std::ifstream metrics(halves + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) ++lines;
+  EXPECT_EQ(lines, 10) << "each logged step once";
+}
+
+TEST(DiTSampling, AFixedSeedReproducesTheSamplesAtAnyBatchSize) {
+  dit::LightningDiT model = load_variant("dit/model/p1_release");
+  dit::GenerateOptions o;
+  o.count = 5, o.seed = 11, o.batch_size = 2;
+  o.sampler.num_steps = 4;
+  o.guidance.scale = 3;
+  const dit::Generated a = dit::generate_latents(*model, o, torch::kCPU);
+  EXPECT_EQ(a.latents.sizes(), (std::vector<int64_t>{5, model->config.in_channels, model->config.input_size, model->config.input_size}));
+  EXPECT_TRUE(torch::equal(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents));
+  o.batch_size = 5;
+  EXPECT_TRUE(all_close(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents, {1e-5, 1e-5}));
+  o.seed = 12;
+  EXPECT_FALSE(all_close(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents, {1e-2, 1e-2}));
+  EXPECT_TRUE(torch::equal(a.labels, torch::tensor({0, 1, 2, 3, 4}, torch::kInt64)));
+  o.labels = {3, 20};
+  EXPECT_THROW(dit::generate_latents(*model, o, torch::kCPU), Error);
+}
+
+TEST(DiTConfig, UpstreamsReleaseConfigLoadsAndBadKeysAreNamed) {
+  // configs/lightningdit_xl_vavae_f16d32.yaml as upstream ships it.
+  const config::DiTConfig c = config::load_dit_config(std::string(VAVAE_SOURCE_DIR) + "/configs/upstream/lightningdit_xl_vavae_f16d32.yaml");
+  EXPECT_EQ(c.model.depth, 28);
+  EXPECT_EQ(c.model.hidden_size, 1152);
+  EXPECT_EQ(c.model.patch_size, 1);
+  EXPECT_TRUE(c.model.use_swiglu && c.model.use_rope && c.model.use_rmsnorm && !c.model.use_qknorm);
+  EXPECT_EQ(c.sampler.num_steps, 250);
+  EXPECT_DOUBLE_EQ(c.sampler.timestep_shift, 0.3);
+  EXPECT_DOUBLE_EQ(c.guidance.scale, 10.0);
+  EXPECT_DOUBLE_EQ(c.guidance.interval_start, 0.11);
+  EXPECT_DOUBLE_EQ(c.beta2, 0.95);
+  for (const auto& [file, scale, start] : {std::tuple<std::string, double, double>{"lightningdit_xl_vavae_f16d32_64ep_cfg.yaml", 10.0, 0.10},
+                                           {"lightningdit_xl_vavae_f16d32_800ep_cfg.yaml", 6.7, 0.125}}) {
+    const config::DiTConfig r = config::load_dit_config(std::string(VAVAE_SOURCE_DIR) + "/configs/upstream/" + file);
+    EXPECT_DOUBLE_EQ(r.guidance.scale, scale) << file;
+    EXPECT_DOUBLE_EQ(r.guidance.interval_start, start) << file;
+  }
+  for (const std::string bad : {"transport: {path_type: GVP}", "model: {use_swiglu: 3}", "train: {max_stepz: 3}"}) {
+    try {
+      dit_config_text(tiny_dit_config("x") + bad + "\n");
+      FAIL() << bad << " accepted";
+    } catch (const Error& e) {
+      const std::string key = bad.substr(bad.find('{') + 1, bad.find(':', bad.find('{')) - bad.find('{') - 1);
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -130,6 +130,19 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CheckpointTwin,
                            return n;
                          });
 
+// LightningDiT's train.py saves {'model', 'ema', 'opt', 'config'}; inference.py loads 'ema'.
+TEST(TorchCheckpoint, APreferredKeyPicksItsDictBeforeTheDefaultOrder) {
+  const std::string path = std::string(VAVAE_SOURCE_DIR) + "/tests/data/model_and_ema.pt";
+  const io::WeightFile plain = io::read_weights(path);
+  EXPECT_EQ(plain.location, "model");
+  ASSERT_EQ(plain.tensors.size(), 1u);
+  EXPECT_EQ(plain.tensors[0].second.sum().item<float>(), 0.0f);
+  const io::WeightFile ema = io::read_weights(path, {"ema"});
+  EXPECT_EQ(ema.location, "ema");
+  ASSERT_EQ(ema.tensors.size(), 1u);
+  EXPECT_EQ(ema.tensors[0].second.sum().item<float>(), 3.0f);
+}
+
 TEST(TorchCheckpoint, NeverRunsTheMaliciousPayload) {
   const char* marker = "/tmp/vavae-pwned-marker";
   std::filesystem::remove(marker);

@@ -62,6 +62,7 @@ void add_codec_commands(CLI::App& app);  // encode, decode, reconstruct
 void add_bench_command(CLI::App& app);
 void add_foundation_commands(CLI::App& app);  // train-fm, probe
 void add_train_commands(CLI::App& app);       // train, report, export
-void add_eval_commands(CLI::App& app);        // eval, fid, latent-stats, extract-latents, latent-report
+void add_eval_commands(CLI::App& app);
+void add_dit_commands(CLI::App& app);         // dit train, dit sample
 
 }  // namespace vavae::cli

@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
   vavae::cli::add_foundation_commands(app);
   vavae::cli::add_train_commands(app);
   vavae::cli::add_eval_commands(app);
+  vavae::cli::add_dit_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -29,9 +29,11 @@ NamedTensors tensors_of(const pickle::ValuePtr& dict) {
   return out;
 }
 
-void find_state_dict(const pickle::ValuePtr& top, WeightFile& out) {
+void find_state_dict(const pickle::ValuePtr& top, WeightFile& out, const std::vector<std::string>& preferred) {
   if (top->kind != Value::Kind::Dict) throw Error(out.path + ": the checkpoint's top level is not a dict");
-  for (const char* key : {"state_dict", "model", "ema", "module"}) {
+  std::vector<std::string> order = preferred;
+  for (const char* key : {"state_dict", "model", "ema", "module"}) order.push_back(key);
+  for (const std::string& key : order) {
     for (const auto& [k, val] : top->entries) {
       if (k->is_string() && k->text == key && count_tensor_entries(val) > 0) {
         out.location = key;
@@ -60,7 +62,7 @@ std::string list_some(const std::vector<std::string>& names) {
 
 }  // namespace
 
-WeightFile read_weights(const std::string& path) {
+WeightFile read_weights(const std::string& path, const std::vector<std::string>& preferred_keys) {
   WeightFile out;
   out.path = path;
   if (!looks_like_torch_checkpoint(path)) {
@@ -76,7 +78,7 @@ WeightFile read_weights(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     out.format = in.get() == 'P' ? "torch zip" : "torch legacy";
   }
-  find_state_dict(top, out);
+  find_state_dict(top, out, preferred_keys);
   return out;
 }
 

@@ -19,8 +19,9 @@ struct WeightFile {
 };
 
 // Reads safetensors or any torch.save file. A state dict may sit at the top or under
-// `state_dict`, `model`, `ema` or `module`; it is the dict of tensors found first.
-WeightFile read_weights(const std::string& path);
+// `state_dict`, `model`, `ema` or `module` (after `preferred_keys`, tried first); it is the dict of
+// tensors found first.
+WeightFile read_weights(const std::string& path, const std::vector<std::string>& preferred_keys = {});
 
 struct LoadOptions {
   bool partial = false;  // load what matches, report the rest instead of failing

@@ -25,10 +25,8 @@ namespace fs = std::filesystem;
 const std::string kGeneratorOptimizer = "optimizer.generator";
 const std::string kDiscriminatorOptimizer = "optimizer.discriminator";
 
-// Adam as PyTorch's optimizer.state_dict() lays it out: per parameter index `state.<i>.exp_avg`,
-// `exp_avg_sq`, `step` (a float32 scalar, as PyTorch keeps it) under `prefix`, and the param group's
-// settings as JSON in the metadata. Plain tensors: resuming never runs a deserialiser that can
-// execute code.
+}  // namespace
+
 void add_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, io::NamedTensors& tensors,
                     std::map<std::string, std::string>& metadata) {
   const auto& group = optimizer.param_groups().at(0);
@@ -106,6 +104,8 @@ void restore_adam_state(torch::optim::Adam& optimizer, const std::string& prefix
         throw Error(path + ": '" + e.name + "' belongs to no parameter of the optimizer");
     }
 }
+
+namespace {
 
 // A CPU generator's state is a fixed-size byte blob; anything else is refused before LibTorch sees it.
 void restore_generator(at::Generator& generator, const io::SafetensorsReader& reader, const std::string& name) {

@@ -18,6 +18,14 @@ struct CheckpointState {
   std::string config_json;
 };
 
+// Adam as PyTorch's optimizer.state_dict() lays it out: per parameter index `state.<i>.exp_avg`,
+// `exp_avg_sq`, `step` (a float32 scalar, as PyTorch keeps it) under `prefix`, and the param group's
+// settings as JSON in the metadata. Plain tensors: resuming never runs a deserialiser that can
+// execute code. Restoring checks every shape, count and index against the optimizer's parameters.
+void add_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, io::NamedTensors& tensors,
+                    std::map<std::string, std::string>& metadata);
+void restore_adam_state(torch::optim::Adam& optimizer, const std::string& prefix, const io::SafetensorsReader& reader);
+
 void save_checkpoint(const std::string& path, TrainStep& step, const CheckpointState& state, at::Generator& noise);
 
 // Restores everything save_checkpoint wrote; returns the state.

@@ -14,6 +14,7 @@
 #include "vavae/common/json.h"
 #include "vavae/common/progress.h"
 #include "vavae/common/runtime.h"
+#include "vavae/common/stop_signal.h"
 #include "vavae/data/loader.h"
 #include "vavae/dist/gradient_reducer.h"
 #include "vavae/dist/process_group.h"
@@ -27,23 +28,6 @@
 namespace vavae::train {
 namespace {
 
-std::atomic<bool> stop_requested{false};
-extern "C" void request_stop(int) { stop_requested = true; }
-
-// Installs the stop handlers for the lifetime of a run.
-struct SignalScope {
-  SignalScope() {
-    stop_requested = false;
-    previous_int = std::signal(SIGINT, request_stop);
-    previous_term = std::signal(SIGTERM, request_stop);
-  }
-  ~SignalScope() {
-    std::signal(SIGINT, previous_int);
-    std::signal(SIGTERM, previous_term);
-  }
-  void (*previous_int)(int);
-  void (*previous_term)(int);
-};
 
 std::string fmt(double v, int precision = 4) {
   std::ostringstream s;
@@ -179,7 +163,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   out << " (" << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
       << device.str() << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss") << std::endl;
 
-  SignalScope signals;
+  StopSignalScope signals;
   auto save = [&](int64_t done, const std::string& stage) {
     folder.save(step, {done, stage, json_text(c.resolved)}, noise, c.trainer.keep_checkpoints);
   };

@@ -1,0 +1,43 @@
+#pragma once
+#include <functional>
+#include <string>
+
+#include "vavae/config/dit_config.h"
+#include "vavae/data/latent_folder.h"
+#include "vavae/dit/lightningdit.h"
+#include "vavae/io/image.h"
+#include "vavae/nn/autoencoder.h"
+
+// LightningDiT training as upstream's train.py runs it: rectified-flow loss on normalised latents
+// (flips included), label dropout, AdamW (weight decay 0) with betas (0.9, beta2), optional
+// gradient clipping, and an EMA of the weights. A run folder holds config.yaml, metrics.jsonl,
+// checkpoints/step_*.safetensors (model.*, ema.*, optimizer state), ema.safetensors (upstream's
+// names, for sampling) and images/samples_*.png when a tokenizer is given.
+namespace vavae::dit {
+
+struct DiTRunOptions {
+  std::string output;
+  std::string resume;      // a run folder or checkpoint to continue from
+  int64_t max_steps = 0;   // > 0: overrides train.max_steps
+};
+
+struct DiTRunSummary {
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0;  // mean MSE of the first and last logging windows
+  bool interrupted = false;
+};
+
+DiTRunSummary run_dit_training(const config::DiTConfig& config, const DiTRunOptions& options);
+
+// A LightningDiT for the config and the latents' shape (channels and size from the latents).
+LightningDiTConfig model_config_for(const config::DiTConfig& config, int64_t channels, int64_t latent_size);
+
+// Loads a LightningDiT's weights: ema.safetensors, a checkpoint (its ema.* part) or upstream's
+// checkpoint .pt (its 'ema' dict, through the safe reader); shapes and keys checked.
+void load_dit_weights(LightningDiTImpl& model, const std::string& path);
+
+// Decodes normalised-space samples with the tokenizer into images.
+std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const torch::Tensor& latents, const data::LatentStats& stats,
+                                      bool normalized, double multiplier, torch::Device device);
+
+}  // namespace vavae::dit

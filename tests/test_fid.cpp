@@ -6,6 +6,8 @@
 #include "fixtures.h"
 #include "process.h"
 #include "vavae/common/error.h"
+#include "vavae/data/dataset.h"
+#include "vavae/eval/feature_net.h"
 #include "vavae/eval/fid.h"
 
 namespace vavae::test {
@@ -91,6 +93,52 @@ TEST_F(FidFixture, NpzStatisticsRoundTripAndMatchNumpy) {
   EXPECT_NE(line.find("(" + d + ", " + d + ") float64"), std::string::npos) << line;
   const eval::FeatureStatistics doubled = eval::read_npz_statistics(dir + "/b.npz");
   EXPECT_TRUE(torch::allclose(doubled.mu, a.mu * 2));
+}
+
+// The stand-in for Inception on Fashion-MNIST: a classifier trained briefly on the training split
+// must tell the classes apart, and its Frechet distance must put real test images much closer to
+// training images than blurred or noised test images.
+TEST(FeatureNet, ABrieflyTrainedClassifierPutsRealTestImagesClosestToTraining) {
+  eval::FeatureNetTraining o;
+  o.net.width = 16, o.steps = 150, o.batch_size = 64, o.lr = 3e-3;
+  o.output = scratch_dir("feature_net");
+  const eval::FeatureNetResult r = eval::train_feature_net(o, torch::kCPU);
+  EXPECT_GT(r.test_accuracy, 0.5);  // chance is 0.1
+  EXPECT_LT(r.last_loss, r.first_loss);
+  eval::FeatureNet net = eval::load_feature_net(r.path, torch::kCPU);
+  const auto train = data::open_dataset("fashion-mnist:train"), test = data::open_dataset("fashion-mnist:test");
+  std::vector<io::Image> reference, real, blurred, noised;
+  at::Generator g = at::detail::createCPUGenerator(3);
+  for (size_t i = 0; i < 1000; ++i) {
+    reference.push_back(train->image(i));
+    const io::Image image = test->image(i);
+    real.push_back(image);
+    // 3x3 box blur, and Gaussian pixel noise of std 40 (of 255).
+    io::Image blur = image, noise = image;
+    const torch::Tensor noise_values = torch::randn({static_cast<int64_t>(image.rgb.size())}, g) * 40;
+    for (int64_t y = 0; y < image.height; ++y)
+      for (int64_t x = 0; x < image.width; ++x)
+        for (int64_t c = 0; c < 3; ++c) {
+          int sum = 0, n = 0;
+          for (int64_t dy = -1; dy <= 1; ++dy)
+            for (int64_t dx = -1; dx <= 1; ++dx)
+              if (y + dy >= 0 && y + dy < image.height && x + dx >= 0 && x + dx < image.width)
+                sum += image.rgb[((y + dy) * image.width + x + dx) * 3 + c], ++n;
+          const size_t at = static_cast<size_t>((y * image.width + x) * 3 + c);
+          blur.rgb[at] = static_cast<uint8_t>(sum / n);
+          noise.rgb[at] = static_cast<uint8_t>(std::clamp<double>(image.rgb[at] + noise_values[static_cast<int64_t>(at)].item<double>(), 0, 255));
+        }
+    blurred.push_back(blur);
+    noised.push_back(noise);
+  }
+  auto statistics = [&](const std::vector<io::Image>& images) { return eval::feature_statistics(eval::feature_net_features(*net, images, 250, torch::kCPU)); };
+  const eval::FeatureStatistics ref = statistics(reference);
+  const double d_real = eval::frechet_distance(ref, statistics(real));
+  const double d_blurred = eval::frechet_distance(ref, statistics(blurred));
+  const double d_noised = eval::frechet_distance(ref, statistics(noised));
+  EXPECT_LT(2 * d_real, d_blurred);
+  EXPECT_LT(2 * d_real, d_noised);
+  std::cout << "feature-net FD to 1000 training images: real test " << d_real << ", blurred " << d_blurred << ", noised " << d_noised << std::endl;
 }
 
 }  // namespace

@@ -5,7 +5,11 @@
 #include "fixtures.h"
 #include "vavae/common/error.h"
 #include "vavae/io/torch_checkpoint.h"
+#include "vavae/io/image.h"
 #include "vavae/io/weights.h"
+#include "vavae/io/zip.h"
+
+#include <cstring>
 #include "vavae/nn/autoencoder.h"
 
 namespace vavae::test {
@@ -129,6 +133,31 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CheckpointTwin,
                            for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
                            return n;
                          });
+
+TEST(Npz, ImagesAreArr0AsNumpyWritesAUint8Array) {
+  std::vector<io::Image> images(3);
+  for (size_t i = 0; i < images.size(); ++i) {
+    images[i].height = 5, images[i].width = 7;
+    for (int p = 0; p < 5 * 7 * 3; ++p) images[i].rgb.push_back(static_cast<uint8_t>(i * 100 + p));
+  }
+  const std::string path = scratch_dir("npz") + "/samples.npz";
+  io::write_npz_images(path, images);
+  const io::ZipArchive zip(std::make_shared<io::MappedFile>(path));
+  ASSERT_EQ(zip.entries().size(), 1u);
+  EXPECT_EQ(zip.entries()[0].name, "arr_0.npy");
+  const auto bytes = zip.read(zip.entries()[0], 1 << 20);
+  const std::string npy(reinterpret_cast<const char*>(bytes.data), bytes.size);
+  ASSERT_EQ(npy.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  const size_t header_length = static_cast<uint8_t>(npy[8]) | (static_cast<size_t>(static_cast<uint8_t>(npy[9])) << 8);
+  EXPECT_EQ((10 + header_length) % 64, 0u);
+  const std::string header = npy.substr(10, header_length);
+  EXPECT_NE(header.find("'descr': '|u1'"), std::string::npos);
+  EXPECT_NE(header.find("'shape': (3, 5, 7, 3)"), std::string::npos);
+  EXPECT_EQ(header.back(), '\n');
+  ASSERT_EQ(npy.size(), 10 + header_length + 3 * 5 * 7 * 3);
+  for (size_t i = 0; i < images.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(npy.data() + 10 + header_length + i * 105, images[i].rgb.data(), 105));
+}
 
 // LightningDiT's train.py saves {'model', 'ema', 'opt', 'config'}; inference.py loads 'ema'.
 TEST(TorchCheckpoint, APreferredKeyPicksItsDictBeforeTheDefaultOrder) {

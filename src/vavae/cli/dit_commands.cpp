@@ -1,5 +1,6 @@
 // vavae dit train / sample: LightningDiT on extract-latents folders, and generation through the tokenizer.
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "vavae/cli/common.h"
@@ -43,7 +44,7 @@ void run_dit_train(const DiTTrainOptions& o) {
 }
 
 struct DiTSampleOptions {
-  std::string run, config, weights, output, grid, latents_out;
+  std::string run, config, weights, output, grid, npz, latents_out;
   std::vector<std::string> overrides;
   std::vector<int64_t> labels;
   int64_t count = 0;
@@ -57,7 +58,8 @@ void run_dit_sample(const DiTSampleOptions& o) {
   const std::string config_path = !o.config.empty() ? o.config : o.run.empty() ? "" : (fs::path(o.run) / "config.yaml").string();
   const std::string weights = !o.weights.empty() ? o.weights : o.run.empty() ? "" : (fs::path(o.run) / "ema.safetensors").string();
   if (config_path.empty() || weights.empty()) throw Error("dit sample: give --run RUN_DIR, or --config and --weights");
-  if (o.output.empty() && o.grid.empty() && o.latents_out.empty()) throw Error("dit sample: give --output, --grid or --latents-out");
+  if (o.output.empty() && o.grid.empty() && o.npz.empty() && o.latents_out.empty())
+    throw Error("dit sample: give --output, --grid, --npz or --latents-out");
   config::DiTConfig c = config::load_dit_config(config_path, o.overrides);
   if (o.cfg_scale >= 0) c.guidance.scale = o.cfg_scale;
   if (o.steps > 0) c.sampler.num_steps = o.steps;
@@ -91,7 +93,7 @@ void run_dit_sample(const DiTSampleOptions& o) {
                                           {"labels", samples.labels}});
     std::cout << "wrote " << o.latents_out << std::endl;
   }
-  if (o.output.empty() && o.grid.empty()) return;
+  if (o.output.empty() && o.grid.empty() && o.npz.empty()) return;
   if (c.vae_weights.empty()) throw Error(config_path + ": vae.weights is empty: no tokenizer to decode the samples with");
   nn::AutoencoderKL tokenizer(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config));
   io::load_into(*tokenizer, io::read_weights(c.vae_weights));
@@ -106,11 +108,17 @@ void run_dit_sample(const DiTSampleOptions& o) {
   if (!o.output.empty()) {
     fs::create_directories(o.output);
     for (size_t i = 0; i < images.size(); ++i) {
-      char name[64];
-      std::snprintf(name, sizeof(name), "%06zu_class%lld.png", i, static_cast<long long>(samples.labels[static_cast<int64_t>(i)].item<int64_t>()));
+      char name[32];
+      std::snprintf(name, sizeof(name), "%06zu.png", i);  // inference.py's names, which tools/save_npz.py reads
       io::write_png((fs::path(o.output) / name).string(), images[i]);
     }
-    std::cout << "wrote " << images.size() << " PNGs to " << o.output << std::endl;
+    std::ofstream labels(fs::path(o.output) / "labels.txt");
+    for (int64_t i = 0; i < samples.labels.size(0); ++i) labels << samples.labels[i].item<int64_t>() << "\n";
+    std::cout << "wrote " << images.size() << " PNGs and labels.txt to " << o.output << std::endl;
+  }
+  if (!o.npz.empty()) {
+    io::write_npz_images(o.npz, images);
+    std::cout << "wrote " << o.npz << " (arr_0: " << images.size() << " images, for ADM's evaluation suite)" << std::endl;
   }
   if (!o.grid.empty()) {
     const size_t columns = static_cast<size_t>(std::ceil(std::sqrt(static_cast<double>(images.size()))));
@@ -155,7 +163,8 @@ void add_dit_commands(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "seed: sample i's noise comes from (seed, i)")->capture_default_str();
     cmd->add_option("--cfg-scale", o->cfg_scale, "guidance scale (default sample.cfg_scale)");
     cmd->add_option("--steps", o->steps, "time points of the sampler (default sample.num_sampling_steps)");
-    cmd->add_option("--output", o->output, "a folder for one PNG per sample (NNNNNN_classK.png)");
+    cmd->add_option("--output", o->output, "a folder for one PNG per sample (NNNNNN.png) and labels.txt");
+    cmd->add_option("--npz", o->npz, "an ADM-style .npz (arr_0: uint8 [N, H, W, 3]) for FID tools");
     cmd->add_option("--grid", o->grid, "one PNG with all samples in a grid");
     cmd->add_option("--latents-out", o->latents_out, "a .safetensors of the de-normalised latents and labels");
     add_runtime_options(*cmd, o->runtime);

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "vavae/cli/common.h"
+#include "vavae/eval/feature_net.h"
 #include "vavae/common/error.h"
 #include "vavae/common/progress.h"
 #include "vavae/data/loader.h"
@@ -117,6 +118,29 @@ void add_foundation_commands(CLI::App& app) {
     add_probe_options(*cmd, o->probe_options);
     add_runtime_options(*cmd, o->runtime);
     cmd->callback([o] { run_train_fm(*o); });
+  }
+  {
+    auto* cmd = app.add_subcommand("train-feature-net",
+                                   "train the classifier whose features stand in for Inception's in Frechet distances (vavae fid --feature-net)");
+    auto o = std::make_shared<eval::FeatureNetTraining>();
+    auto rt = std::make_shared<RuntimeOptions>();
+    cmd->add_option("--data", o->data, "labelled training images (fashion-mnist:train, an ImageFolder, ...)")->capture_default_str();
+    cmd->add_option("--test", o->test, "labelled images for the accuracy report (empty: none)")->capture_default_str();
+    cmd->add_option("--output", o->output, "output folder (feature_net.safetensors)")->capture_default_str();
+    cmd->add_option("--resolution", o->net.resolution, "image size the network sees")->capture_default_str();
+    cmd->add_option("--pad", o->net.pad, "zero padding on every side first")->capture_default_str();
+    cmd->add_option("--width", o->net.width, "channels of the first stage (a multiple of 8)")->capture_default_str();
+    cmd->add_option("--classes", o->net.num_classes, "classes")->capture_default_str();
+    cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
+    cmd->add_option("--batch-size", o->batch_size, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--lr", o->lr, "Adam learning rate (cosine decay)")->capture_default_str();
+    cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
+    add_runtime_options(*cmd, *rt);
+    cmd->callback([o, rt] {
+      const eval::FeatureNetResult r = eval::train_feature_net(*o, apply_runtime_options(*rt));
+      std::cout << "train-feature-net: wrote " << r.path << " (loss " << r.first_loss << " -> " << r.last_loss << ", test accuracy "
+                << r.test_accuracy << ")" << std::endl;
+    });
   }
   {
     auto* cmd = app.add_subcommand("probe", "linear-probe a foundation model against raw pixels and a random ViT");

@@ -14,6 +14,7 @@
 #include "vavae/io/files.h"
 #include "vavae/io/image_decode.h"
 #include "vavae/io/resample.h"
+#include "vavae/io/zip.h"
 
 namespace vavae::io {
 namespace {
@@ -182,6 +183,27 @@ std::vector<Image> tensor_to_images(const torch::Tensor& x) {
   std::vector<Image> out;
   for (int64_t b = 0; b < x.size(0); ++b) out.push_back(from_nchw_float(pixels.slice(0, b, b + 1)));
   return out;
+}
+
+void write_npz_images(const std::string& path, const std::vector<Image>& images) {
+  if (images.empty()) throw Error(path + ": no images to write");
+  const int64_t h = images[0].height, w = images[0].width;
+  // NPY 1.0: magic, version, little-endian header length, a Python dict literal padded with spaces
+  // to a multiple of 64 bytes (numpy's alignment) and ended by a newline, then the C-order bytes.
+  std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" + std::to_string(images.size()) + ", " + std::to_string(h) +
+                       ", " + std::to_string(w) + ", 3), }";
+  const size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header.push_back('\n');
+  std::string npy = std::string("\x93NUMPY\x01\x00", 8);
+  npy.push_back(static_cast<char>(header.size() & 0xff));
+  npy.push_back(static_cast<char>(header.size() >> 8));
+  npy += header;
+  for (const Image& image : images) {
+    if (image.height != h || image.width != w) throw Error(path + ": images differ in size");
+    npy.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
+  }
+  write_zip_stored(path, {{"arr_0.npy", npy}});
 }
 
 Image make_grid(const std::vector<std::vector<Image>>& rows) {

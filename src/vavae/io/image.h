@@ -57,6 +57,10 @@ torch::Tensor to_unit_tensor(const Image& image);
 // [B, 3, H, W] in [-1, 1] -> 8-bit images: round((x + 1) * 127.5), clamped to [0, 255].
 std::vector<Image> tensor_to_images(const torch::Tensor& x);
 
+// ADM's sample batch (guided-diffusion, LightningDiT's tools/save_npz.py): an uncompressed .npz
+// whose arr_0 is the images as uint8 [N, H, W, 3]; written atomically.
+void write_npz_images(const std::string& path, const std::vector<Image>& images);
+
 // Rows of equally sized images tiled with a 2-pixel white gap.
 Image make_grid(const std::vector<std::vector<Image>>& rows);
 

@@ -11,6 +11,7 @@
 #include "vavae/dit/dit_trainer.h"
 #include "vavae/dit/generate.h"
 #include "vavae/dit/latent_set.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/io/weights.h"
 
 namespace vavae::cli {
@@ -23,6 +24,7 @@ struct DiTTrainOptions {
   std::vector<std::string> overrides;
   bool resume_given = false, keys = false;
   int64_t max_steps = 0;
+  int nproc = 1;
 };
 
 void run_dit_train(const DiTTrainOptions& o) {
@@ -32,13 +34,16 @@ void run_dit_train(const DiTTrainOptions& o) {
   }
   if (o.config.empty()) throw Error("dit train: --config is required");
   const config::DiTConfig c = config::load_dit_config(o.config, o.overrides);
-  for (const auto& [path, reason] : c.ignored) std::cout << "ignored " << path << ": " << reason << "\n";
+  if (run_as_local_ranks(o.nproc)) return;
+  const bool root = dist::launch_from_environment().rank == 0;
+  if (root)
+    for (const auto& [path, reason] : c.ignored) std::cout << "ignored " << path << ": " << reason << "\n";
   dit::DiTRunOptions ro;
   ro.output = o.output.empty() ? "runs/" + fs::path(o.config).stem().string() : o.output;
   ro.resume = o.resume_given ? (o.resume.empty() ? ro.output : o.resume) : "";
   ro.max_steps = o.max_steps;
   const dit::DiTRunSummary s = dit::run_dit_training(c, ro);
-  if (!s.interrupted)
+  if (!s.interrupted && root)
     std::cout << "run folder " << ro.output << ": metrics.jsonl, checkpoints/, ema.safetensors"
               << (c.vae_weights.empty() ? "" : ", images/samples_latest.png") << std::endl;
 }
@@ -146,6 +151,7 @@ void add_dit_commands(CLI::App& app) {
     cmd->add_option("--output", o->output, "run folder (default runs/<config name>)");
     cmd->add_option("--resume", o->resume, "continue from the newest checkpoint of a run folder (default: --output)")->expected(0, 1);
     cmd->add_option("--max-steps", o->max_steps, "cap the run at this many steps");
+    add_nproc_option(*cmd, o->nproc);
     cmd->callback([o, cmd] {
       if (cmd->count("--resume") > 0) o->resume_given = true;
       run_dit_train(*o);

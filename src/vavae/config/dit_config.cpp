@@ -47,6 +47,7 @@ void describe(DiTConfig& c, V& v) {
   v.key("train.ema_decay", c.ema_decay, "EMA of the weights (upstream's update_ema)");
   v.key("train.threads", c.threads, "CPU threads (0: all cores)");
   v.key("train.device", c.device, "cpu, cuda or auto");
+  v.key("train.dist_timeout", c.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
   v.ignored("train.output_dir", "the run folder is --output");
   v.ignored("train.exp_name", "the run folder is --output");
   v.ignored("train.ckpt", "use --resume RUN or dit sample --weights");

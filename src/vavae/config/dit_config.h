@@ -36,6 +36,7 @@ struct DiTConfig {
   double ema_decay = 0.9999;
   int threads = 0;
   std::string device = "cpu";
+  double dist_timeout = 600;    // data parallel: seconds a rank waits for the others
   // optimizer (AdamW with weight decay 0, i.e. Adam)
   double lr = 2e-4, beta2 = 0.95;
   double max_grad_norm = 0;  // > 0: clip the global gradient norm (upstream: only when the key is present)

@@ -2,6 +2,15 @@
 
 namespace vavae::dist {
 
+void broadcast_module(Group& group, torch::nn::Module& module) {
+  if (!group.distributed()) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : module.parameters()) tensors.push_back(p.detach());
+  for (const auto& b : module.buffers()) tensors.push_back(b.detach());
+  group.broadcast(tensors);
+}
+
 GradientReducer::GradientReducer(std::shared_ptr<Group> group, int64_t bucket_bytes)
     : group_(std::move(group)), bucket_bytes_(bucket_bytes) {}
 

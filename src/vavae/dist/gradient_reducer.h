@@ -14,6 +14,9 @@ namespace vavae::dist {
 // waiting, so the communication of one group of parameters runs while the backward pass of the
 // next is still computing; finish() waits for every bucket and writes the averages back. A
 // gradient that is undefined on a rank counts as zeros, so every rank sends the same buckets.
+// Every rank starts from rank 0's parameters and buffers (nothing to do for one process).
+void broadcast_module(Group& group, torch::nn::Module& module);
+
 class GradientReducer {
  public:
   explicit GradientReducer(std::shared_ptr<Group> group, int64_t bucket_bytes = int64_t{25} << 20);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "vavae/common/checked.h"
 #include "vavae/common/error.h"
@@ -11,6 +12,8 @@
 #include "vavae/config/model_config.h"
 #include "vavae/dit/generate.h"
 #include "vavae/dit/latent_set.h"
+#include "vavae/dist/gradient_reducer.h"
+#include "vavae/dist/process_group.h"
 #include "vavae/io/weights.h"
 #include "vavae/train/checkpoint.h"
 #include "vavae/train/run_folder.h"
@@ -102,14 +105,23 @@ std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const to
 
 DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& o) {
   if (o.output.empty()) throw Error("dit train needs an output folder");
-  const int threads = configure_threads(c.threads);
-  const torch::Device device = resolve_device(c.device);
+  // Data parallelism as train.py under accelerate: each rank takes its share of every global batch,
+  // gradients are averaged, and rank 0 alone writes.
+  const dist::Launch launch = dist::launch_from_environment();
+  const torch::Device device = dist::rank_device(resolve_device(c.device), launch);
+  const int threads = configure_threads(dist::threads_per_rank(c.threads, launch));
+  const auto group = dist::Group::connect(launch, device, std::chrono::milliseconds(static_cast<int64_t>(c.dist_timeout * 1000)));
+  std::ostringstream discard;
+  std::ostream& out = group->is_root() ? std::cout : discard;
   const LatentSet data(c.data_path, c.latent_norm, c.latent_multiplier, static_cast<uint64_t>(c.global_seed));
   const auto shape = data.latent_shape();
   if (shape[1] != shape[2]) throw Error(c.data_path + ": latents are " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]) + ", not square");
   if (data.max_label() >= c.num_classes)
     throw Error(c.data_path + ": label " + std::to_string(data.max_label()) + " is not below data.num_classes " + std::to_string(c.num_classes));
   const int64_t batch = c.global_batch_size;
+  if (batch % group->size() != 0)
+    throw Error("train.global_batch_size " + std::to_string(batch) + " is not divisible by the " + std::to_string(group->size()) + " ranks");
+  const int64_t local = batch / group->size(), first = local * group->rank();
   const int64_t per_epoch = data.batches_per_epoch(batch);
   if (per_epoch == 0) throw Error(c.data_path + ": " + std::to_string(data.size()) + " latents, fewer than one batch of " + std::to_string(batch));
 
@@ -121,27 +133,31 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     const auto source = model->named_parameters();
     for (auto& item : ema->named_parameters()) item.value().copy_(source[item.key()]);
   }
+  dist::broadcast_module(*group, *model);
+  dist::broadcast_module(*group, *ema);
   model->to(device), ema->to(device);
   model->train(), ema->eval();
   for (auto& p : ema->parameters()) p.requires_grad_(false);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, c.beta2}).weight_decay(0).eps(1e-8));
 
-  train::RunFolder folder(o.output);
+  train::RunFolder folder(o.output, group->is_root());
   folder.write_config(c.resolved);
   int64_t start = 0;
   if (!o.resume.empty()) {
     const std::string path = train::find_checkpoint(o.resume);
     start = load_checkpoint(path, *model, *ema, optimizer);
     folder.rewind_to(start);
-    std::cout << "resumed from " << path << " at step " << start << std::endl;
+    out << "resumed from " << path << " at step " << start << std::endl;
   }
   const int64_t total = o.max_steps > 0 ? o.max_steps : c.max_steps;
   int64_t parameters = 0;
   for (const auto& p : model->parameters()) parameters += p.numel();
-  std::cout << "training LightningDiT (" << model->config.depth << " blocks, width " << model->config.hidden_size << ", patch "
+  out << "training LightningDiT (" << model->config.depth << " blocks, width " << model->config.hidden_size << ", patch "
             << model->config.patch_size << ", " << parameters << " parameters) on " << data.size() << " latents of "
             << shape[0] << "x" << shape[1] << "x" << shape[2] << " from " << c.data_path << ": " << total << " steps of " << batch << ", "
-            << threads << " threads, " << device.str() << std::endl;
+            << threads << " threads, " << device.str()
+      << (group->distributed() ? ", " + std::to_string(group->size()) + " ranks of " + std::to_string(local) + " (" + group->backend() + ")" : "")
+      << std::endl;
 
   nn::AutoencoderKL tokenizer{nullptr};
   if (!c.vae_weights.empty()) {
@@ -151,7 +167,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     tokenizer->eval();
   }
   auto write_samples = [&](int64_t step) {
-    if (!tokenizer) return;
+    if (!tokenizer || !group->is_root()) return;
     GenerateOptions g;
     g.count = 4 * std::min<int64_t>(c.num_classes, 10);
     g.labels.clear();
@@ -168,6 +184,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     io::write_png((fs::path(o.output) / "images" / "samples_latest.png").string(), grid);
   };
 
+  dist::GradientReducer reducer(group);
   StopSignalScope signals;
   Progress progress(std::max<int64_t>(0, total - start));
   DiTRunSummary summary;
@@ -178,22 +195,27 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   auto window_start = window_began();
   for (int64_t s = start; s < total; ++s) {
     auto [x1, y] = data.batch(s / per_epoch, s % per_epoch, batch);
-    // Every draw of step s comes from (seed, s): a resumed run repeats an uninterrupted one.
+    // Every draw of step s comes from (seed, s), made for the global batch and then sliced: a
+    // resumed run repeats an uninterrupted one, and N ranks see what one process of N*b sees.
     at::Generator draws_rng = at::detail::createCPUGenerator(static_cast<uint64_t>(c.global_seed) * 0x9E3779B97F4A7C15ull + 0x5851F42D + s);
     y = model->drop_labels(y, draws_rng);
     const TransportDraws draws = draw_transport(x1, c.transport, draws_rng);
-    x1 = x1.to(device), y = y.to(device);
-    const TransportDraws on_device{draws.t.to(device), draws.x0.to(device)};
+    x1 = x1.narrow(0, first, local).to(device), y = y.narrow(0, first, local).to(device);
+    const TransportDraws on_device{draws.t.narrow(0, first, local).to(device), draws.x0.narrow(0, first, local).to(device)};
     const TransportLoss loss = transport_loss([&](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, t, y); }, x1,
                                               on_device, c.transport);
     optimizer.zero_grad();
     loss.total.backward();
+    if (group->distributed()) {
+      reducer.launch(model->parameters());
+      reducer.finish();
+    }
     if (c.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), c.max_grad_norm);
     optimizer.step();
     update_ema(*ema, *model, c.ema_decay);
 
-    window_mse += loss.mse.mean().item<double>();
-    if (loss.cosine.defined()) window_cos += loss.cosine.mean().item<double>();
+    window_mse += group->sum_across_ranks(loss.mse.mean().item<double>()) / group->size();
+    if (loss.cosine.defined()) window_cos += group->sum_across_ranks(loss.cosine.mean().item<double>()) / group->size();
     ++window;
     const int64_t done = s + 1;
     if (done % c.log_every == 0 || done == total) {
@@ -209,23 +231,23 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
       std::ostringstream values;
       values << "loss " << mse;
       if (loss.cosine.defined()) values << " | cos " << window_cos / static_cast<double>(window);
-      progress.report(done - start, (done - start) * batch, values.str());
+      if (group->is_root()) progress.report(done - start, (done - start) * batch, values.str());
       window_mse = window_cos = 0, window = 0, window_start = window_began();
     }
-    const bool stop = stop_requested.load();
-    if (done % c.ckpt_every == 0 || done == total || stop) {
+    const bool stop = group->any_rank(stop_requested.load());
+    if ((done % c.ckpt_every == 0 || done == total || stop) && group->is_root()) {
       save_checkpoint(folder.checkpoints(), done, *model, *ema, optimizer, c.resolved, c.keep_checkpoints);
       io::write_safetensors((fs::path(o.output) / "ema.safetensors").string(), io::state_dict(*ema), {{"step", std::to_string(done)}});
     }
     if (c.sample_every > 0 && done % c.sample_every == 0 && done != total) write_samples(done);
     summary.steps = done;
     if (stop) {
-      std::cout << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;
+      out << "stopped at step " << done << ": checkpoint saved, resume with --resume " << o.output << std::endl;
       summary.interrupted = true;
       return summary;
     }
   }
-  if (start >= total) std::cout << "nothing to do: the run already reached step " << total << std::endl;
+  if (start >= total) out << "nothing to do: the run already reached step " << total << std::endl;
   summary.steps = std::max(start, total);
   write_samples(summary.steps);
   return summary;

@@ -55,16 +55,6 @@ std::ostream& silent() {
   return stream;
 }
 
-// Every rank starts from rank 0's parameters and buffers.
-void broadcast_module(dist::Group& group, torch::nn::Module& module) {
-  if (!group.distributed()) return;
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> tensors;
-  for (const auto& p : module.parameters()) tensors.push_back(p.detach());
-  for (const auto& b : module.buffers()) tensors.push_back(b.detach());
-  group.broadcast(tensors);
-}
-
 // The ranks' validation results as one: image-weighted means over the shards (rank 0's grid).
 void reduce_evaluation(dist::Group& group, eval::EvalResult& r) {
   if (!group.distributed()) return;
@@ -140,9 +130,9 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   }
   // Data parallelism: rank 0's weights everywhere, gradients averaged in buckets (the decoder's
   // while the encoder's backward pass runs), skips and stops agreed by all ranks.
-  broadcast_module(*group, *autoencoder);
-  broadcast_module(*group, *objective->discriminator);
-  if (vf_head) broadcast_module(*group, *vf_head->linear_proj);
+  dist::broadcast_module(*group, *autoencoder);
+  dist::broadcast_module(*group, *objective->discriminator);
+  if (vf_head) dist::broadcast_module(*group, *vf_head->linear_proj);
   dist::GradientReducer reducer(group);
   if (group->distributed()) {
     objective->decoder_gradients_ready = [&](const std::vector<torch::Tensor>& p) { reducer.launch(p); };

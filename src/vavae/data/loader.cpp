@@ -5,19 +5,9 @@
 #include <random>
 
 #include "vavae/common/error.h"
+#include "vavae/common/seed.h"
 
 namespace vavae::data {
-namespace {
-
-uint64_t mix(uint64_t a, uint64_t b) {  // splitmix64 of a combined key
-  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
 Loader::Loader(std::shared_ptr<Dataset> dataset, const LoaderConfig& config) : dataset_(std::move(dataset)), config_(config) {
   if (config_.batch_size <= 0) throw Error("batch_size must be positive");
   if (config_.world_size <= 0 || config_.rank < 0 || config_.rank >= config_.world_size)
@@ -43,7 +33,7 @@ std::shared_ptr<const std::vector<size_t>> Loader::permutation(int64_t epoch) co
     std::vector<size_t> order(dataset_->size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     if (config_.shuffle) {
-      std::mt19937_64 rng(mix(config_.seed, static_cast<uint64_t>(epoch)));
+      std::mt19937_64 rng(mix_seed(config_.seed, static_cast<uint64_t>(epoch)));
       std::shuffle(order.begin(), order.end(), rng);
     }
     cached_permutation_ = {epoch, std::make_shared<const std::vector<size_t>>(std::move(order))};
@@ -77,7 +67,7 @@ Batch Loader::batch(int64_t epoch, int64_t index) const {
     if (attempts++ > order.size()) throw Error(dataset_->describe() + ": no readable images left");
     const size_t item = order[position++ % order.size()];
     try {
-      images.push_back(transformed(item, mix(mix(config_.seed, static_cast<uint64_t>(epoch)), item)));
+      images.push_back(transformed(item, mix_seed(mix_seed(config_.seed, static_cast<uint64_t>(epoch)), item)));
       labels.push_back(dataset_->label(item));
     } catch (const Error& e) {
       ++skipped_;

@@ -1,5 +1,6 @@
 #include "vavae/dit/dit_trainer.h"
 
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 #include "vavae/common/progress.h"
+#include "vavae/common/seed.h"
 #include "vavae/common/runtime.h"
 #include "vavae/common/stop_signal.h"
 #include "vavae/config/model_config.h"
@@ -50,10 +52,6 @@ void update_ema(LightningDiTImpl& ema, const LightningDiTImpl& model, double dec
   const auto target = ema.named_parameters();
   for (const auto& item : model.named_parameters()) target[item.key()].mul_(decay).add_(item.value(), 1 - decay);
 }
-
-struct Checkpoint {
-  int64_t step = 0;
-};
 
 void save_checkpoint(const std::string& folder, int64_t step, const LightningDiTImpl& model, const LightningDiTImpl& ema,
                      torch::optim::Adam& optimizer, const nlohmann::json& config, int64_t keep) {
@@ -191,13 +189,12 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   double window_mse = 0, window_cos = 0;
   int64_t window = 0;
   bool first_window = true;
-  const auto window_began = [] { return std::chrono::steady_clock::now(); };
-  auto window_start = window_began();
+  auto window_start = std::chrono::steady_clock::now();
   for (int64_t s = start; s < total; ++s) {
     auto [x1, y] = data.batch(s / per_epoch, s % per_epoch, batch);
     // Every draw of step s comes from (seed, s), made for the global batch and then sliced: a
     // resumed run repeats an uninterrupted one, and N ranks see what one process of N*b sees.
-    at::Generator draws_rng = at::detail::createCPUGenerator(static_cast<uint64_t>(c.global_seed) * 0x9E3779B97F4A7C15ull + 0x5851F42D + s);
+    at::Generator draws_rng = at::detail::createCPUGenerator(mix_seed(static_cast<uint64_t>(c.global_seed), static_cast<uint64_t>(s)));
     y = model->drop_labels(y, draws_rng);
     const TransportDraws draws = draw_transport(x1, c.transport, draws_rng);
     x1 = x1.narrow(0, first, local).to(device), y = y.narrow(0, first, local).to(device);
@@ -219,7 +216,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     ++window;
     const int64_t done = s + 1;
     if (done % c.log_every == 0 || done == total) {
-      const double seconds = std::chrono::duration<double>(window_began() - window_start).count();
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
       const double mse = window_mse / static_cast<double>(window);
       nlohmann::json line = {{"step", done}, {"split", "train"}, {"epoch", s / per_epoch}, {"train/loss", mse},
                              {"steps_per_s", static_cast<double>(window) / seconds},
@@ -232,7 +229,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
       values << "loss " << mse;
       if (loss.cosine.defined()) values << " | cos " << window_cos / static_cast<double>(window);
       if (group->is_root()) progress.report(done - start, (done - start) * batch, values.str());
-      window_mse = window_cos = 0, window = 0, window_start = window_began();
+      window_mse = window_cos = 0, window = 0, window_start = std::chrono::steady_clock::now();
     }
     const bool stop = group->any_rank(stop_requested.load());
     if ((done % c.ckpt_every == 0 || done == total || stop) && group->is_root()) {

@@ -1,6 +1,7 @@
 #include "vavae/dit/generate.h"
 
 #include "vavae/common/error.h"
+#include "vavae/common/seed.h"
 
 namespace vavae::dit {
 
@@ -23,7 +24,7 @@ Generated generate_latents(LightningDiTImpl& model, const GenerateOptions& o, to
     std::vector<int64_t> labels;
     for (int64_t i = first; i < first + b; ++i) {
       noise.push_back(torch::randn({c.in_channels, c.input_size, c.input_size},
-                                   at::detail::createCPUGenerator(o.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i))));
+                                   at::detail::createCPUGenerator(mix_seed(o.seed, static_cast<uint64_t>(i)))));
       labels.push_back(o.labels.empty() ? i % c.num_classes : o.labels[static_cast<size_t>(i) % o.labels.size()]);
     }
     torch::Tensor z = torch::stack(noise).to(device);

@@ -4,19 +4,9 @@
 #include <limits>
 
 #include "vavae/common/error.h"
+#include "vavae/common/seed.h"
 
 namespace vavae::dit {
-namespace {
-
-uint64_t mix(uint64_t a, uint64_t b) {  // splitmix64 of a combined key
-  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
 LatentSet::LatentSet(const std::string& folder, bool latent_norm, double multiplier, uint64_t seed)
     : normalized_(latent_norm), multiplier_(multiplier), seed_(seed) {
   const data::LatentItems items = data::draw_latent_items(folder, seed, std::numeric_limits<int64_t>::max(), /*with_flip=*/true);
@@ -43,10 +33,10 @@ LatentSet::LatentSet(const std::string& folder, bool latent_norm, double multipl
 }
 
 std::pair<torch::Tensor, torch::Tensor> LatentSet::batch(int64_t epoch, int64_t index, int64_t batch_size) const {
-  at::Generator order = at::detail::createCPUGenerator(mix(seed_, static_cast<uint64_t>(epoch)));
+  at::Generator order = at::detail::createCPUGenerator(mix_seed(seed_, static_cast<uint64_t>(epoch)));
   const torch::Tensor permutation = torch::randperm(size(), order);
   const torch::Tensor items = permutation.narrow(0, index * batch_size, batch_size);
-  at::Generator coin = at::detail::createCPUGenerator(mix(mix(seed_, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(index) + 1));
+  at::Generator coin = at::detail::createCPUGenerator(mix_seed(mix_seed(seed_, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(index) + 1));
   const torch::Tensor flip = (torch::rand({batch_size}, coin) < 0.5).view({-1, 1, 1, 1});
   return {torch::where(flip, flipped_.index_select(0, items), latents_.index_select(0, items)), labels_.index_select(0, items)};
 }

@@ -129,7 +129,9 @@ torch::Tensor feature_net_features(FeatureNetImpl& net, const std::vector<io::Im
   for (size_t first = 0; first < images.size(); first += static_cast<size_t>(batch_size)) {
     std::vector<io::Image> batch;
     for (size_t i = first; i < std::min(images.size(), first + static_cast<size_t>(batch_size)); ++i)
-      batch.push_back(io::center_crop_resize(io::pad(images[i], net.config.pad), net.config.resolution));
+      batch.push_back(images[i].height == net.config.resolution && images[i].width == net.config.resolution
+                          ? images[i]  // decoded at the padded size already
+                          : io::center_crop_resize(io::pad(images[i], net.config.pad), net.config.resolution));
     out.push_back(net.features(io::images_to_tensor(batch).to(device)).cpu().to(torch::kFloat64));
   }
   return torch::cat(out);

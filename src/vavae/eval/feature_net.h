@@ -48,8 +48,9 @@ FeatureNetResult train_feature_net(const FeatureNetTraining& o, torch::Device de
 
 FeatureNet load_feature_net(const std::string& path, torch::Device device);
 
-// The features of images (any size: padded by the net's pad, centre-cropped/resized to its
-// resolution), in batches: [N, 4 * width].
+// The features of images in batches: [N, 4 * width]. Images at the net's resolution are taken as
+// they are (a tokenizer's decoded, already padded output); others are padded by its pad and
+// centre-cropped/resized to its resolution (the dataset's originals).
 torch::Tensor feature_net_features(FeatureNetImpl& net, const std::vector<io::Image>& images, int64_t batch_size, torch::Device device);
 
 }  // namespace vavae::eval

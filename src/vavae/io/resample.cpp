@@ -61,12 +61,22 @@ Taps precompute_taps(int64_t in_size, int64_t out_size, ResampleFilter filter, i
   return taps;
 }
 
-// The two inner loops, over contiguous runs of samples: vectorised for AVX2 where the CPU has it.
-__attribute__((target_clones("avx2", "default"))) void accumulate(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
+// The two inner loops, over contiguous runs of samples: vectorised for AVX2 where the CPU has it
+// (x86-64 builds carry both versions and pick at load time).
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define VAVAE_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef VAVAE_AVX2_CLONE
+#define VAVAE_AVX2_CLONE
+#endif
+
+VAVAE_AVX2_CLONE void accumulate(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<int32_t>(src[i]) * weight;
 }
 
-__attribute__((target_clones("avx2", "default"))) void round_to_8bit(uint8_t* dst, const int32_t* acc, int64_t n) {
+VAVAE_AVX2_CLONE void round_to_8bit(uint8_t* dst, const int32_t* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(std::clamp(acc[i] >> kPrecisionBits, 0, 255));
 }
 

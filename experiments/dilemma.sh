@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The paper's reconstruction-generation dilemma on Fashion-MNIST (32 px: 28 padded by 2):
+#   low   f8, 4 latent channels      (a real bottleneck: 4x4x4 = 64 numbers per image)
+#   high  f8, 16 latent channels     (reconstructs better)
+#   vf    f8, 16 channels + VF loss  (upstream's settings: vf_weight 0.1, margins 0.5 / 0.25)
+# The same tokenizer recipe and steps for all three, then the same small LightningDiT for the same
+# steps on each one's latents. Reconstruction: PSNR and rFD on the test split; generation: gFD of
+# class-balanced samples against the training split, at several DiT lengths, without and with CFG
+# (guiding every channel: upstream's 3-channel guidance would guide 3 of 4 channels in one latent
+# and 3 of 16 in the others).
+# FD here is a Frechet distance in the features of a classifier trained by this script on the
+# training split (no Inception weights exist here): it is not Inception FID, and only numbers from
+# this script compare with each other. The VF teacher is a separately trained MAE ViT, never the
+# feature network. Results: runs/dilemma/results.md (and .json), sample grids runs/dilemma/grid_*.png.
+# Usage: experiments/dilemma.sh [--quick]   (--quick: a few steps of everything, to check the wiring)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = --quick ] && quick=1
+out=${DILEMMA_OUT:-runs/dilemma}
+[ $quick = 1 ] && out=${DILEMMA_OUT:-runs/dilemma_quick}
+if [ $quick = 1 ]; then
+  feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 samples=200 eval_limit=200 sample_steps=6
+else
+  feat_steps=3000 fm_steps=3000 ae_steps=6000 dit_steps=12000 samples=5000 eval_limit=0 sample_steps=50
+fi
+vavae=build/vavae
+bash scripts/build.sh >/dev/null
+mkdir -p "$out"
+start=$(date +%s)
+stamp() { echo "[$(( ($(date +%s) - start) / 60 ))m] $*"; }
+
+# 1. The feature network for FD (a classifier; 32 px, padded as the tokenizers see the data).
+[ -f $out/feature_net/feature_net.safetensors ] ||
+  $vavae train-feature-net --resolution 32 --pad 2 --steps $feat_steps --output $out/feature_net | tail -1
+feat=(--feature-net $out/feature_net/feature_net.safetensors)
+# The training split's statistics once (the reference of every gFD), and the distance of the real
+# test images to it: the floor any generator is measured against.
+[ -f $out/train_stats.npz ] ||
+  $vavae fid fashion-mnist:train fashion-mnist:test "${feat[@]}" --save-stats $out/train_stats.npz | tail -1 | awk '{printf "%.4g", $NF}' > $out/real_test_fd.txt
+stamp "feature network ready; real test images at FD $(cat $out/real_test_fd.txt) from the training split"
+
+# 2. The VF teacher: an MAE ViT whose 8-pixel patches give the 4x4 latent grid of f8 at 32 px.
+[ -f $out/teacher/fm.safetensors ] ||
+  $vavae train-fm --data fashion-mnist:train --resolution 32 --pad 2 --patch 8 --dim 128 --depth 4 --heads 4 \
+    --epochs 1000 --max-steps $fm_steps --output $out/teacher | tail -3
+stamp "teacher ready"
+
+# 3. Three tokenizers, one recipe.
+tokenizer_config() {  # name channels use_vf
+  cat <<YAML
+model:
+  base_learning_rate: 4.0e-04
+  target: ldm.models.autoencoder.AutoencoderKL
+  params:
+    embed_dim: $2
+    use_vf: $3
+    reverse_proj: true
+    lossconfig:
+      target: ldm.modules.losses.LPIPSWithDiscriminator
+      params: {disc_start: 100000000, kl_weight: 1.0e-06, disc_weight: 0.5, perceptual_weight: 0.0,
+               vf_weight: 0.1, adaptive_vf: true, cos_margin: 0.5, distmat_margin: 0.25}
+    ddconfig: {double_z: true, z_channels: $2, resolution: 32, in_channels: 3, out_ch: 3, ch: 32,
+               ch_mult: [1, 2, 2, 4], num_res_blocks: 1, attn_resolutions: [4], dropout: 0.0}
+data:
+  params:
+    batch_size: 32
+    num_workers: 2
+    train: {source: "fashion-mnist:train", resolution: 32, pad: 2, random_crop: true, flip: true}
+    validation: {source: "fashion-mnist:test", resolution: 32, pad: 2, limit: 500}
+trainer: {max_steps: $ae_steps, log_every: 50, val_every: 2000, checkpoint_every: 2000, keep_checkpoints: 1, val_images: 16, seed: 0}
+YAML
+}
+dit_config() {  # name
+  cat <<YAML
+data: {data_path: $out/latents_$1, num_classes: 10, latent_norm: true, latent_multiplier: 1.0}
+vae: {config: $out/ae_$1/config.yaml, weights: $out/ae_$1/autoencoder.safetensors}
+model: {model_type: LightningDiT-B/1, depth: 4, hidden_size: 128, num_heads: 4, in_chans: $2,
+        use_qknorm: false, use_swiglu: true, use_rope: true, use_rmsnorm: true, wo_shift: false}
+train: {max_steps: $dit_steps, global_batch_size: 128, global_seed: 0, log_every: 100,
+        ckpt_every: $((dit_steps / 4)), keep_checkpoints: 4, ema_decay: 0.999}
+optimizer: {lr: 0.0005, beta2: 0.95}
+transport: {path_type: Linear, prediction: velocity, use_cosine_loss: true, use_lognorm: true}
+sample: {mode: ODE, sampling_method: euler, num_sampling_steps: $sample_steps, cfg_scale: 1.0, cfg_interval: true,
+         cfg_interval_start: 0.11, cfg_channels: 0, timestep_shift: 0.3, per_proc_batch_size: 250, fid_num: $samples}
+YAML
+}
+names=(low high vf)
+declare -A channels=([low]=4 [high]=16 [vf]=16) use_vf=([low]=none [high]=none [vf]=$out/teacher/fm.safetensors)
+declare -A psnr rfd
+for n in "${names[@]}"; do
+  tokenizer_config $n ${channels[$n]} ${use_vf[$n]} > $out/ae_$n.yaml
+  [ -f $out/ae_$n/autoencoder.safetensors ] || $vavae train --config $out/ae_$n.yaml --output $out/ae_$n | grep -E "^(evaluation|training)" || true
+  model=(--config $out/ae_$n/config.yaml --weights $out/ae_$n/autoencoder.safetensors)
+  limit=(); [ $eval_limit -gt 0 ] && limit=(--limit $eval_limit)
+  $vavae eval "${model[@]}" --data fashion-mnist:test --resolution 32 --pad 2 --batch-size 100 "${limit[@]}" --output $out/eval_$n >/dev/null
+  psnr[$n]=$(python3 -c "import json; print(round(json.load(open('$out/eval_$n/summary.json'))['psnr'], 2))")
+  rfd[$n]=$($vavae fid $out/eval_$n/ref_images $out/eval_$n/decoded_images "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
+  [ -d $out/latents_$n ] ||
+    $vavae extract-latents "${model[@]}" --data fashion-mnist:train --resolution 32 --pad 2 --batch-size 500 --output $out/latents_$n >/dev/null
+  stamp "tokenizer $n: PSNR ${psnr[$n]} dB, rFD ${rfd[$n]}"
+done
+
+# 4. The same LightningDiT on each latent space; gFD at each checkpoint, without and with CFG.
+declare -A gfd
+for n in "${names[@]}"; do
+  dit_config $n ${channels[$n]} > $out/dit_$n.yaml
+  [ -f $out/dit_$n/ema.safetensors ] || $vavae dit train --config $out/dit_$n.yaml --output $out/dit_$n | grep -E "^training|step $dit_steps/" || true
+  for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
+    step=$((10#$(basename $ckpt .safetensors | sed 's/step_//')))
+    for cfg in 1.0 2.0; do
+      folder=$out/samples_${n}_${step}_cfg$cfg
+      [ -f $folder/labels.txt ] || $vavae dit sample --config $out/dit_$n.yaml --weights $ckpt --num $samples --cfg-scale $cfg --output $folder >/dev/null
+      gfd[$n,$step,$cfg]=$($vavae fid $out/train_stats.npz $folder "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
+    done
+    stamp "dit $n step $step: gFD ${gfd[$n,$step,1.0]} (no CFG), ${gfd[$n,$step,2.0]} (CFG 2)"
+  done
+  $vavae dit sample --config $out/dit_$n.yaml --weights $out/dit_$n/ema.safetensors --num 100 --labels 0,1,2,3,4,5,6,7,8,9 \
+    --cfg-scale 2.0 --grid $out/grid_$n.png >/dev/null
+done
+
+# 5. The table.
+{
+  echo "| tokenizer | latent | PSNR (dB) | rFD | $(for s in $(ls $out/dit_low/checkpoints | sed 's/step_0*//; s/.safetensors//'); do printf 'gFD @%s | ' $s; done)gFD @last, CFG 2 |"
+  echo "|---|---|---:|---:|$(for s in $(ls $out/dit_low/checkpoints); do printf -- '---:|'; done)---:|"
+  for n in "${names[@]}"; do
+    row="| $n | 4x4x${channels[$n]}$([ $n = vf ] && echo ' + VF' || true) | ${psnr[$n]} | ${rfd[$n]} |"
+    last=0
+    for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
+      step=$((10#$(basename $ckpt .safetensors | sed 's/step_//'))); last=$step
+      row="$row ${gfd[$n,$step,1.0]} |"
+    done
+    echo "$row ${gfd[$n,$last,2.0]} |"
+  done
+  echo
+  echo "FD: Frechet distance in the features of $out/feature_net (a classifier trained here), not Inception FID."
+  echo "Real test images are at FD $(cat $out/real_test_fd.txt) from the training split."
+  echo "gFD: $samples class-balanced samples against the training split. Run time: $(( ($(date +%s) - start) / 60 )) minutes."
+} > $out/results.md
+cat $out/results.md

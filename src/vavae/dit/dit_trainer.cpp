@@ -191,7 +191,8 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   bool first_window = true;
   auto window_start = std::chrono::steady_clock::now();
   for (int64_t s = start; s < total; ++s) {
-    auto [x1, y] = data.batch(s / per_epoch, s % per_epoch, batch);
+    std::pair<torch::Tensor, torch::Tensor> latents_and_labels = data.batch(s / per_epoch, s % per_epoch, batch);
+    torch::Tensor x1 = latents_and_labels.first, y = latents_and_labels.second;  // captured below: no structured binding
     // Every draw of step s comes from (seed, s), made for the global batch and then sliced: a
     // resumed run repeats an uninterrupted one, and N ranks see what one process of N*b sees.
     at::Generator draws_rng = at::detail::createCPUGenerator(mix_seed(static_cast<uint64_t>(c.global_seed), static_cast<uint64_t>(s)));

@@ -73,16 +73,16 @@ void run_dit_sample(const DiTSampleOptions& o) {
   if (c.latent_norm && !stats) throw Error(c.data_path + ": no latents_stats.pt to de-normalise samples with (data.data_path)");
   const data::LatentStats s = stats ? *stats : data::LatentStats{};
   const int64_t channels = c.model.in_channels;
-  // The latent size is the tokenizer's resolution over its downsampling factor, or the weights' pos_embed.
-  const io::WeightFile file = io::read_weights(weights, {"ema"});
+  // The latent size follows from the weights' pos_embed ([1, T, D], T = (size / patch)^2).
+  const io::WeightFile file = dit::read_dit_weights(weights);
   int64_t tokens = 0;
   for (const auto& [name, t] : file.tensors)
-    if (name == "pos_embed" || name == "ema.pos_embed") tokens = t.size(1);
+    if (name == "pos_embed" && t.dim() == 3) tokens = t.size(1);
   const int64_t patch = c.patch_size > 0 ? c.patch_size : dit::lightningdit_preset(c.model_type).patch_size;
   const auto grid_side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
   if (tokens == 0 || grid_side * grid_side != tokens) throw Error(weights + ": no square pos_embed to read the latent size from");
   dit::LightningDiT model(dit::model_config_for(c, channels, grid_side * patch));
-  dit::load_dit_weights(*model, weights);
+  io::load_into(*model, file);
   model->to(device);
   dit::GenerateOptions g;
   g.count = o.count > 0 ? o.count : c.fid_num;
@@ -100,10 +100,7 @@ void run_dit_sample(const DiTSampleOptions& o) {
   }
   if (o.output.empty() && o.grid.empty() && o.npz.empty()) return;
   if (c.vae_weights.empty()) throw Error(config_path + ": vae.weights is empty: no tokenizer to decode the samples with");
-  nn::AutoencoderKL tokenizer(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config));
-  io::load_into(*tokenizer, io::read_weights(c.vae_weights));
-  tokenizer->to(device);
-  tokenizer->eval();
+  nn::AutoencoderKL tokenizer = dit::load_tokenizer(c, device);
   std::vector<io::Image> images;
   for (int64_t first = 0; first < g.count; first += 64) {
     const auto part = dit::decode_samples(*tokenizer, samples.latents.narrow(0, first, std::min<int64_t>(64, g.count - first)), s, c.latent_norm,

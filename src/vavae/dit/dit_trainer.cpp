@@ -87,11 +87,19 @@ LightningDiTConfig model_config_for(const config::DiTConfig& c, int64_t channels
   return m;
 }
 
-void load_dit_weights(LightningDiTImpl& model, const std::string& path) {
-  io::WeightFile file = io::read_weights(path, {"ema"});  // inference.py: checkpoint["ema"] when there is one
+io::WeightFile read_dit_weights(const std::string& path) {
+  const io::WeightFile file = io::read_weights(path, {"ema"});  // inference.py: checkpoint["ema"] when there is one
   const bool checkpoint = std::any_of(file.tensors.begin(), file.tensors.end(), [](const auto& t) { return t.first.rfind("ema.", 0) == 0; });
-  if (checkpoint) file = strip_prefix(file, "ema.");
-  io::load_into(model, file);
+  return checkpoint ? strip_prefix(file, "ema.") : file;
+}
+
+nn::AutoencoderKL load_tokenizer(const config::DiTConfig& c, torch::Device device) {
+  if (c.vae_weights.empty()) return nullptr;
+  nn::AutoencoderKL tokenizer(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config));
+  io::load_into(*tokenizer, io::read_weights(c.vae_weights));
+  tokenizer->to(device);
+  tokenizer->eval();
+  return tokenizer;
 }
 
 std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const torch::Tensor& latents, const data::LatentStats& stats,
@@ -157,13 +165,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
       << (group->distributed() ? ", " + std::to_string(group->size()) + " ranks of " + std::to_string(local) + " (" + group->backend() + ")" : "")
       << std::endl;
 
-  nn::AutoencoderKL tokenizer{nullptr};
-  if (!c.vae_weights.empty()) {
-    tokenizer = nn::AutoencoderKL(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config));
-    io::load_into(*tokenizer, io::read_weights(c.vae_weights));
-    tokenizer->to(device);
-    tokenizer->eval();
-  }
+  nn::AutoencoderKL tokenizer = load_tokenizer(c, device);
   auto write_samples = [&](int64_t step) {
     if (!tokenizer || !group->is_root()) return;
     GenerateOptions g;

@@ -6,6 +6,7 @@
 #include "vavae/data/latent_folder.h"
 #include "vavae/dit/lightningdit.h"
 #include "vavae/io/image.h"
+#include "vavae/io/weights.h"
 #include "vavae/nn/autoencoder.h"
 
 // LightningDiT training as upstream's train.py runs it: rectified-flow loss on normalised latents
@@ -32,9 +33,13 @@ DiTRunSummary run_dit_training(const config::DiTConfig& config, const DiTRunOpti
 // A LightningDiT for the config and the latents' shape (channels and size from the latents).
 LightningDiTConfig model_config_for(const config::DiTConfig& config, int64_t channels, int64_t latent_size);
 
-// Loads a LightningDiT's weights: ema.safetensors, a checkpoint (its ema.* part) or upstream's
-// checkpoint .pt (its 'ema' dict, through the safe reader); shapes and keys checked.
-void load_dit_weights(LightningDiTImpl& model, const std::string& path);
+// A LightningDiT's weights under upstream's names: ema.safetensors, a checkpoint's ema.* part, or
+// upstream's checkpoint .pt (its 'ema' dict, through the safe reader). io::load_into checks them.
+io::WeightFile read_dit_weights(const std::string& path);
+
+// The config's tokenizer (vae.config, else vae.weights' own config; vae.weights), in eval mode on
+// `device`; undefined when vae.weights is empty.
+nn::AutoencoderKL load_tokenizer(const config::DiTConfig& config, torch::Device device);
 
 // Decodes normalised-space samples with the tokenizer into images.
 std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const torch::Tensor& latents, const data::LatentStats& stats,

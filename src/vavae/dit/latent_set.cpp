@@ -33,8 +33,16 @@ LatentSet::LatentSet(const std::string& folder, bool latent_norm, double multipl
 }
 
 std::pair<torch::Tensor, torch::Tensor> LatentSet::batch(int64_t epoch, int64_t index, int64_t batch_size) const {
-  at::Generator order = at::detail::createCPUGenerator(mix_seed(seed_, static_cast<uint64_t>(epoch)));
-  const torch::Tensor permutation = torch::randperm(size(), order);
+  torch::Tensor permutation;
+  {
+    std::lock_guard<std::mutex> lock(permutation_mutex_);
+    if (permutation_epoch_ != epoch) {  // once per epoch, not per batch
+      at::Generator order = at::detail::createCPUGenerator(mix_seed(seed_, static_cast<uint64_t>(epoch)));
+      permutation_ = torch::randperm(size(), order);
+      permutation_epoch_ = epoch;
+    }
+    permutation = permutation_;
+  }
   const torch::Tensor items = permutation.narrow(0, index * batch_size, batch_size);
   at::Generator coin = at::detail::createCPUGenerator(mix_seed(mix_seed(seed_, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(index) + 1));
   const torch::Tensor flip = (torch::rand({batch_size}, coin) < 0.5).view({-1, 1, 1, 1});

@@ -1,6 +1,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <mutex>
 #include <string>
 
 #include "vavae/data/latent_folder.h"
@@ -32,6 +33,9 @@ class LatentSet {
   bool normalized_;
   double multiplier_;
   uint64_t seed_;
+  mutable std::mutex permutation_mutex_;
+  mutable int64_t permutation_epoch_ = -1;
+  mutable torch::Tensor permutation_;
 };
 
 // Samples back to the tokenizer's latent space: z * std / multiplier + mean (inference.py).

@@ -31,6 +31,19 @@ inline std::string test_device_name() {
 }
 inline torch::Device test_device() { return resolve_device(test_device_name()); }
 
+// Whether bf16 convolutions and matmuls run on the test device (oneDNN's CPU bf16 kernels need
+// AVX-512; every CUDA card we build for has them). The bf16 tests skip, saying why, where not.
+inline bool bf16_runs_on_test_device() {
+  try {
+    const auto options = torch::TensorOptions().device(test_device()).dtype(torch::kBFloat16);
+    torch::conv2d(torch::ones({1, 2, 4, 4}, options), torch::ones({2, 2, 3, 3}, options));
+    torch::matmul(torch::ones({4, 4}, options), torch::ones({4, 4}, options));
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 inline nlohmann::json read_json(const std::string& relative) {
   std::ifstream in(fixture(relative));
   if (!in) throw std::runtime_error("missing fixture " + fixture(relative));

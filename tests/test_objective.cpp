@@ -2,6 +2,7 @@
 // the parameter gradients (which show that d_weight and vf_weight are treated as constants).
 #include "fixtures.h"
 #include "vavae/common/error.h"
+#include "vavae/common/precision.h"
 #include "vavae/config/model_config.h"
 #include "vavae/io/weights.h"
 #include "vavae/loss/objective.h"
@@ -161,6 +162,48 @@ TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
     expect_log(log, branch);
     expect_accumulated_gradients(branch);
   }
+}
+
+// Mixed precision as trainer.mixed_precision: bf16 runs the networks' forward passes (autoencoder,
+// LPIPS, discriminator) under bf16 autocast and keeps the loss arithmetic and the adaptive weights in
+// fp32. Every logged loss stays within 1e-2 of upstream's fp32 value (relative, with an absolute
+// floor of 1e-3), except g_loss, a mean of O(1) logits of both signs whose bf16 rounding does not
+// cancel with them: 1e-2 absolute. The adaptive weights are ratios of gradient norms through the
+// whole bf16 decoder and get 5e-2.
+TEST_F(ObjectiveFixture, Bf16AutocastKeepsTheLossesWithinOnePercentOfFp32) {
+  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  objective->precision = Precision::bf16;
+  for (const std::string branch : {"gen_before", "gen_after"}) {
+    SCOPED_TRACE(branch);
+    zero_grads();
+    loss::GeneratorInputs in;
+    {
+      const AutocastScope autocast(test_device(), Precision::bf16);
+      in = forward();
+      in.z_proj = in.z_proj.to(torch::kFloat);  // the fixture's projection is a bare conv2d (VFHead casts back itself)
+    }
+    EXPECT_EQ(in.reconstructions.scalar_type(), torch::kFloat);
+    EXPECT_EQ(in.kl.scalar_type(), torch::kFloat);
+    const int64_t step = values.at("results").at(branch).at("global_step");
+    objective->log_gan_before_start = true;
+    const loss::StepResult r = objective->generator_backward(in, step);
+    objective->log_gan_before_start = false;
+    int compared = 0;
+    for (const auto& [key, expected] : values.at("results").at(branch).at("log").items()) {
+      const std::string name = key.substr(6);
+      ASSERT_TRUE(r.log.count(name)) << name;
+      const double e = expected.get<double>();
+      const double rtol = name == "d_weight" || name == "vf_weight" ? 5e-2 : 1e-2;
+      const double atol = name == "g_loss" ? 1e-2 : 1e-3;
+      EXPECT_NEAR(r.log.at(name), e, atol + rtol * std::abs(e)) << name;
+      ++compared;
+    }
+    EXPECT_GE(compared, 8);
+    const torch::Tensor g = model->decoder->conv_out->weight.grad();
+    ASSERT_TRUE(g.defined());
+    EXPECT_EQ(g.scalar_type(), torch::kFloat);
+  }
+  objective->precision = Precision::fp32;
 }
 
 TEST_F(ObjectiveFixture, VanillaDiscriminatorLossIsTheSoftplusForm) {

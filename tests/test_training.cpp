@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -189,6 +190,33 @@ TEST(Training, TheVfHeadAndStartingWeightsFollowUpstream) {
   const auto groups = nlohmann::json::parse(fixed.metadata().at("optimizer.generator.param_groups"));
   nn::AutoencoderKL shape_only(parse(tiny_config(images)).autoencoder);
   EXPECT_EQ(groups.at(0).at("params").get<size_t>(), shape_only->parameters().size());
+}
+
+// trainer.mixed_precision: bf16 through the whole step (autoencoder, VF head with its ViT, GAN
+// after disc_start): it learns as the fp32 run does, every logged value is finite, and the weights
+// stay fp32.
+TEST(Training, Bf16AutocastTrainsWithTheVfLossAndTheGan) {
+  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  const std::string images = make_images("bf16_images");
+  const std::string dir = scratch_dir("bf16_run");
+  TinyRun r;
+  r.disc_start = 20;
+  r.trainer_extra = ", mixed_precision: bf16";
+  const std::string yaml = with_vf(tiny_config(images, "stages:\n  - {name: only, steps: 20}\n", r), write_small_foundation_model(dir));
+  const train::RunSummary s = train::run_training(parse(yaml), {dir + "/run"});
+  EXPECT_EQ(s.steps, 20);
+  const auto lines = train_lines(dir + "/run");
+  ASSERT_EQ(lines.size(), 20u);
+  double first = 0, last = 0;
+  for (size_t i = 0; i < 5; ++i) first += lines[i].at("train/nll_loss").get<double>(), last += lines[15 + i].at("train/nll_loss").get<double>();
+  EXPECT_LT(last, 0.8 * first);
+  for (const auto& line : lines)
+    for (const auto& [key, value] : line.items())
+      if (value.is_number()) EXPECT_TRUE(std::isfinite(value.get<double>())) << key;
+  EXPECT_GT(lines.back().at("train/disc_factor").get<double>(), 0.0) << "the GAN ran";
+  EXPECT_TRUE(lines.back().contains("train/vf_loss"));
+  io::SafetensorsReader weights(dir + "/run/autoencoder.safetensors");
+  for (const auto& e : weights.entries()) EXPECT_EQ(weights.tensor(e.name).scalar_type(), torch::kFloat) << e.name;
 }
 
 // Each stage's VF settings are the ones in force: a fixed vf_weight is logged as the stage's, and

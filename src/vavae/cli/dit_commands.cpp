@@ -5,6 +5,7 @@
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
+#include "vavae/common/precision.h"
 #include "vavae/common/runtime.h"
 #include "vavae/config/dit_config.h"
 #include "vavae/config/model_config.h"
@@ -56,6 +57,7 @@ struct DiTSampleOptions {
   uint64_t seed = 0;
   double cfg_scale = -1;
   int64_t steps = 0;
+  std::string mixed_precision;
   RuntimeOptions runtime;
 };
 
@@ -90,8 +92,10 @@ void run_dit_sample(const DiTSampleOptions& o) {
   g.seed = o.seed;
   g.batch_size = c.per_proc_batch_size;
   g.sampler = c.sampler, g.guidance = c.guidance;
+  g.precision = o.mixed_precision.empty() ? parse_precision(c.mixed_precision, device, config_path + ": train.mixed_precision")
+                                          : parse_precision(o.mixed_precision, device, "--mixed-precision");
   std::cout << "sampling " << g.count << " latents (" << g.sampler.method << ", " << g.sampler.num_steps << " time points, shift "
-            << g.sampler.timestep_shift << ", cfg " << g.guidance.scale << ")" << std::endl;
+            << g.sampler.timestep_shift << ", cfg " << g.guidance.scale << ", " << precision_name(g.precision) << ")" << std::endl;
   const dit::Generated samples = dit::generate_latents(*model, g, device);
   if (!o.latents_out.empty()) {
     io::write_safetensors(o.latents_out, {{"latents", dit::denormalize_latents(samples.latents, s, c.latent_norm, c.latent_multiplier)},
@@ -166,6 +170,7 @@ void add_dit_commands(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "seed: sample i's noise comes from (seed, i)")->capture_default_str();
     cmd->add_option("--cfg-scale", o->cfg_scale, "guidance scale (default sample.cfg_scale)");
     cmd->add_option("--steps", o->steps, "time points of the sampler (default sample.num_sampling_steps)");
+    cmd->add_option("--mixed-precision", o->mixed_precision, "no, bf16 or auto (default train.mixed_precision)");
     cmd->add_option("--output", o->output, "a folder for one PNG per sample (NNNNNN.png) and labels.txt");
     cmd->add_option("--npz", o->npz, "an ADM-style .npz (arr_0: uint8 [N, H, W, 3]) for FID tools");
     cmd->add_option("--grid", o->grid, "one PNG with all samples in a grid");

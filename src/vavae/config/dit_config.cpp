@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "vavae/common/precision.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/schema.h"
 #include "vavae/config/train_config.h"
@@ -47,6 +48,9 @@ void describe(DiTConfig& c, V& v) {
   v.key("train.ema_decay", c.ema_decay, "EMA of the weights (upstream's update_ema)");
   v.key("train.threads", c.threads, "CPU threads (0: all cores)");
   v.key("train.device", c.device, "cpu, cuda or auto");
+  v.key("train.mixed_precision", c.mixed_precision,
+        "no, bf16 (autocast for the DiT's forward; loss, weights and optimizer in fp32) or auto: bf16 on CUDA as upstream's "
+        "run_train.sh, fp32 on CPU");
   v.key("train.dist_timeout", c.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
   v.ignored("train.output_dir", "the run folder is --output");
   v.ignored("train.exp_name", "the run folder is --output");
@@ -106,6 +110,7 @@ DiTConfig dit_config_from_json(const nlohmann::json& root, const std::string& so
   if (c.log_every <= 0 || c.ckpt_every <= 0) throw Error(where("train.log_every / ckpt_every") + " must be positive");
   if (c.ema_decay < 0 || c.ema_decay >= 1) throw Error(where("train.ema_decay") + " must be in [0, 1)");
   if (c.lr <= 0 || c.beta2 <= 0 || c.beta2 >= 1) throw Error(where("optimizer.lr / beta2") + " out of range");
+  parse_precision(c.mixed_precision, torch::kCPU, where("train.mixed_precision"));
   if (c.latent_multiplier <= 0) throw Error(where("data.latent_multiplier") + " must be positive");
   SchemaWriter writer;
   describe(c, writer);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "vavae/common/error.h"
+#include "vavae/common/precision.h"
 #include "vavae/config/config_file.h"
 #include "vavae/config/describe.h"
 
@@ -83,8 +84,11 @@ void describe(TrainConfig& c, V& v) {
   v.key("trainer.adaptive_weights", c.trainer.adaptive_weights,
         "data parallel: d_weight and vf_weight from each rank's gradients (local, upstream's DDP) or the global batch's (global)");
   v.key("trainer.dist_timeout", c.trainer.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
+  v.key("trainer.mixed_precision", c.trainer.mixed_precision,
+        "no (fp32, as upstream trained), bf16 (autocast for the networks' forward passes; losses, adaptive weights and "
+        "optimizer in fp32) or auto (bf16 on CUDA)");
   v.key("lightning.trainer.max_epochs", c.trainer.max_epochs, "upstream's name for trainer.max_epochs");
-  v.key("lightning.trainer.precision", c.precision, "32: vavae trains in float32, as the released model was");
+  v.key("lightning.trainer.precision", c.precision, "32: float32 weights, as the released model was trained (bf16: trainer.mixed_precision)");
   v.ignored("lightning.trainer.devices", "GPUs come from the launch, not the config");
   v.ignored("lightning.trainer.num_nodes", "machines come from the launch, not the config");
   v.ignored("lightning.trainer.strategy", "Lightning's DDP strategy");
@@ -132,11 +136,13 @@ void validate(TrainConfig& c, const std::string& source) {
   if (k.adaptive_weights != "local" && k.adaptive_weights != "global")
     throw Error(source + ": trainer.adaptive_weights must be local or global, got '" + k.adaptive_weights + "'");
   if (!(k.dist_timeout > 0)) throw Error(source + ": trainer.dist_timeout must be positive (seconds)");
+  parse_precision(k.mixed_precision, torch::kCPU, source + ": trainer.mixed_precision");
   if (c.provenance.count("trainer.max_epochs") && c.provenance.count("lightning.trainer.max_epochs"))
     throw Error(source + ": give trainer.max_epochs or lightning.trainer.max_epochs, not both");
   if (c.provenance.count("weight_init") && c.provenance.count("init_weight"))
     throw Error(source + ": give weight_init or init_weight, not both");
-  if (c.precision != 32) throw Error(source + ": lightning.trainer.precision " + std::to_string(c.precision) + ": only 32 is supported");
+  if (c.precision != 32)
+    throw Error(source + ": lightning.trainer.precision " + std::to_string(c.precision) + ": only 32 is supported (for bf16 autocast set trainer.mixed_precision: bf16)");
 }
 
 nlohmann::json yaml_scalar(const std::string& text) {

@@ -53,6 +53,9 @@ struct TrainerConfig {
   // Data parallelism: the adaptive weights from each rank's own gradients ("local", upstream's
   // DDP) or from the global batch's ("global"); seconds a collective may wait for a lost rank.
   std::string adaptive_weights = "local";
+  // bf16 autocast for the networks' forward passes (autoencoder, LPIPS, discriminator, foundation
+  // model); losses, adaptive weights, weights and optimizer in fp32. Upstream trained in fp32.
+  std::string mixed_precision = "no";
   double dist_timeout = 300;
 };
 

@@ -116,6 +116,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   const dist::Launch launch = dist::launch_from_environment();
   const torch::Device device = dist::rank_device(resolve_device(c.device), launch);
   const int threads = configure_threads(dist::threads_per_rank(c.threads, launch));
+  const Precision precision = parse_precision(c.mixed_precision, device, "train.mixed_precision");
   const auto group = dist::Group::connect(launch, device, std::chrono::milliseconds(static_cast<int64_t>(c.dist_timeout * 1000)));
   std::ostringstream discard;
   std::ostream& out = group->is_root() ? std::cout : discard;
@@ -161,7 +162,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   out << "training LightningDiT (" << model->config.depth << " blocks, width " << model->config.hidden_size << ", patch "
             << model->config.patch_size << ", " << parameters << " parameters) on " << data.size() << " latents of "
             << shape[0] << "x" << shape[1] << "x" << shape[2] << " from " << c.data_path << ": " << total << " steps of " << batch << ", "
-            << threads << " threads, " << device.str()
+            << threads << " threads, " << device.str() << ", " << precision_name(precision)
       << (group->distributed() ? ", " + std::to_string(group->size()) + " ranks of " + std::to_string(local) + " (" + group->backend() + ")" : "")
       << std::endl;
 
@@ -174,7 +175,7 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     for (int64_t i = 0; i < g.count; ++i) g.labels.push_back(i % std::min<int64_t>(c.num_classes, 10));
     g.seed = static_cast<uint64_t>(c.global_seed);
     g.batch_size = std::max<int64_t>(c.per_proc_batch_size, 10);
-    g.sampler = c.sampler, g.guidance = c.guidance;
+    g.sampler = c.sampler, g.guidance = c.guidance, g.precision = precision;
     const Generated samples = generate_latents(*ema, g, device);
     const auto images = decode_samples(*tokenizer, samples.latents, data.stats(), data.normalized(), data.multiplier(), device);
     std::vector<std::vector<io::Image>> rows(4);
@@ -202,8 +203,11 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     const TransportDraws draws = draw_transport(x1, c.transport, draws_rng);
     x1 = x1.narrow(0, first, local).to(device), y = y.narrow(0, first, local).to(device);
     const TransportDraws on_device{draws.t.narrow(0, first, local).to(device), draws.x0.narrow(0, first, local).to(device)};
-    const TransportLoss loss = transport_loss([&](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, t, y); }, x1,
-                                              on_device, c.transport);
+    auto velocity = [&](const torch::Tensor& x, const torch::Tensor& t) {
+      const AutocastScope autocast(device, precision);
+      return model->forward(x, t, y);
+    };
+    const TransportLoss loss = transport_loss(velocity, x1, on_device, c.transport);
     optimizer.zero_grad();
     loss.total.backward();
     if (group->distributed()) {

@@ -35,6 +35,7 @@ Generated generate_latents(LightningDiTImpl& model, const GenerateOptions& o, to
       y = torch::cat({y, torch::full_like(y, c.null_label())});
       velocity = [&](const torch::Tensor& x, const torch::Tensor& t) { return model.forward_with_cfg(x, t, y, o.guidance); };
     }
+    const AutocastScope autocast(device, o.precision);
     latents.push_back(sample_ode(velocity, z, o.sampler).narrow(0, 0, b).cpu());
     all_labels.insert(all_labels.end(), labels.begin(), labels.end());
   }

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "vavae/common/precision.h"
 #include "vavae/dit/lightningdit.h"
 #include "vavae/dit/transport.h"
 
@@ -15,6 +16,7 @@ struct GenerateOptions {
   int64_t batch_size = 4;
   SamplerConfig sampler;
   Guidance guidance;  // scale > 1: classifier-free guidance, as inference.py decides
+  Precision precision = Precision::fp32;  // of the model's forward passes
 };
 
 // Samples in the model's (normalised) latent space, [count, C, S, S], and their labels. Sample i's

@@ -267,7 +267,9 @@ torch::Tensor LightningDiTImpl::forward(const torch::Tensor& x, const torch::Ten
     for (const auto& [name, value] : block_trace) record(trace, "blk0." + name, value);
     record(trace, "block_out." + std::to_string(i), tokens);
   }
-  const torch::Tensor out = record(trace, "unpatchified", unpatchify(final_layer->forward(tokens, c, trace)));  // [B, Co, S, S]
+  // Under autocast the last linear gives bf16: the velocity comes back in the latents' dtype, as
+  // accelerate's convert_to_fp32 hands it to the loss and the sampler.
+  const torch::Tensor out = record(trace, "unpatchified", unpatchify(final_layer->forward(tokens, c, trace))).to(x.scalar_type());
   return config.learn_sigma ? out.narrow(1, 0, config.in_channels) : out;
 }
 

@@ -80,9 +80,17 @@ void VAVAEObjectiveImpl::check(const GeneratorInputs& in) const {
 
 torch::Tensor VAVAEObjectiveImpl::reconstruction_loss(const GeneratorInputs& in, torch::Tensor* rec_mean) {
   torch::Tensor rec = (in.images - in.reconstructions).abs();
-  if (config_.perceptual_weight > 0) rec = rec + config_.perceptual_weight * perceptual_loss->forward(in.images, in.reconstructions);
+  if (config_.perceptual_weight > 0) {
+    const AutocastScope autocast(in.images.device(), precision);
+    rec = rec + config_.perceptual_weight * perceptual_loss->forward(in.images, in.reconstructions);
+  }
   *rec_mean = rec.mean().detach();
   return torch::sum(rec / torch::exp(logvar) + logvar) / static_cast<double>(in.images.size(0));
+}
+
+torch::Tensor VAVAEObjectiveImpl::discriminate(const torch::Tensor& x) {
+  const AutocastScope autocast(x.device(), precision);
+  return discriminator->forward(x);
 }
 
 double VAVAEObjectiveImpl::disc_factor_at(int64_t step) const { return step < config_.disc_start ? 0.0 : config_.disc_factor; }
@@ -113,7 +121,7 @@ StepResult VAVAEObjectiveImpl::generator_loss(const GeneratorInputs& in, int64_t
   Terms t;
   t.nll = reconstruction_loss(in, &t.rec_mean);
   t.kl = torch::sum(in.kl) / static_cast<double>(in.images.size(0));
-  t.g = -torch::mean(discriminator->forward(in.reconstructions));
+  t.g = -torch::mean(discriminate(in.reconstructions));
   t.d_weight = config_.disc_factor > 0 && training
                    ? gradient_norm_ratio(t.nll, t.g, in.decoder_last_layer, 1e4, reduce_last_layer_gradient) * config_.disc_weight
                    : zero;
@@ -145,7 +153,7 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
   // 2. Through the discriminator once, and only when the GAN term is on.
   torch::Tensor dx_total = dnll_dx;
   if (gan) {
-    t.g = -torch::mean(discriminator->forward(x_hat));
+    t.g = -torch::mean(discriminate(x_hat));
     const torch::Tensor dg_dx = grad({t.g}, {x_hat})[0];
     auto last_layer = [&](const torch::Tensor& upstream) { return grad({x_hat}, {in.decoder_last_layer}, {upstream}, true)[0]; };
     t.d_weight = norm_ratio(last_layer(dnll_dx), last_layer(dg_dx), 1e4, reduce_last_layer_gradient) * config_.disc_weight;
@@ -188,8 +196,8 @@ StepResult VAVAEObjectiveImpl::generator_backward(const GeneratorInputs& in, int
 }
 
 StepResult VAVAEObjectiveImpl::discriminator_loss(const torch::Tensor& images, const torch::Tensor& reconstructions, int64_t step) {
-  const torch::Tensor logits_real = discriminator->forward(images.detach());
-  const torch::Tensor logits_fake = discriminator->forward(reconstructions.detach());
+  const torch::Tensor logits_real = discriminate(images.detach());
+  const torch::Tensor logits_fake = discriminate(reconstructions.detach());
   const double disc_factor = disc_factor_at(step);
   const torch::Tensor d_loss =
       config_.disc_loss == "hinge"

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "vavae/common/precision.h"
 #include "vavae/loss/vf_loss.h"
 #include "vavae/nn/lpips.h"
 #include "vavae/nn/patchgan.h"
@@ -95,6 +96,10 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   // (disc_num_layers, disc_ndf, disc_in_channels, use_actnorm, logvar_init) must not change.
   void set_config(const ObjectiveConfig& c);
 
+  // Of the LPIPS and discriminator forward passes (bf16: autocast for them; the loss arithmetic and
+  // the adaptive weights stay in fp32).
+  Precision precision = Precision::fp32;
+
   torch::Tensor logvar;
   nn::LPIPS perceptual_loss{nullptr};
   nn::PatchGAN discriminator{nullptr};
@@ -107,6 +112,7 @@ struct VAVAEObjectiveImpl : torch::nn::Module {
   };
   void check(const GeneratorInputs& in) const;
   torch::Tensor reconstruction_loss(const GeneratorInputs& in, torch::Tensor* rec_mean);  // nll
+  torch::Tensor discriminate(const torch::Tensor& x);  // logits
   double disc_factor_at(int64_t step) const;
   StepResult finish(const Terms& t, int64_t step) const;
 };

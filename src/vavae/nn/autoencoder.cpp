@@ -12,6 +12,10 @@ torch::nn::GroupNorm normalize(int64_t channels) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6).affine(true));
 }
 
+// GroupNorm in its weights' dtype: under bf16 autocast a convolution's bf16 output is normalised in
+// fp32, as CUDA's autocast does for group_norm (LibTorch 1.13's CPU kernel rejects mixed dtypes).
+torch::Tensor group_norm(torch::nn::GroupNorm& norm, const torch::Tensor& x) { return norm(x.to(norm->weight.scalar_type())); }
+
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
 }
@@ -34,8 +38,8 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, double p) {
 }
 
 torch::Tensor ResnetBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor h = conv1(nonlinearity(norm1(x)));
-  h = conv2(dropout(nonlinearity(norm2(h))));
+  torch::Tensor h = conv1(nonlinearity(group_norm(norm1, x)));
+  h = conv2(dropout(nonlinearity(group_norm(norm2, h))));
   if (nin_shortcut) x = nin_shortcut(x);
   return h.add_(x);  // in place on the conv output, which no backward formula needs
 }
@@ -49,7 +53,7 @@ AttnBlockImpl::AttnBlockImpl(int64_t channels) {
 }
 
 torch::Tensor AttnBlockImpl::forward(torch::Tensor x) {
-  const torch::Tensor h = norm(x);
+  const torch::Tensor h = group_norm(norm, x);
   const int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   const torch::Tensor query = q(h).reshape({b, c, hw}).permute({0, 2, 1});  // [B, N, C]
   const torch::Tensor key = k(h).reshape({b, c, hw});                       // [B, C, N]
@@ -128,7 +132,7 @@ torch::Tensor EncoderImpl::forward(torch::Tensor x) {
     if (level.downsample) h = level.downsample(h);
   }
   h = mid(h);
-  return conv_out(nonlinearity(norm_out(h)));
+  return conv_out(nonlinearity(group_norm(norm_out, h)));
 }
 
 DecoderImpl::DecoderImpl(const AutoencoderConfig& c) {
@@ -168,7 +172,7 @@ torch::Tensor DecoderImpl::forward(torch::Tensor z) {
     h = run_level(level, h);
     if (level.upsample) h = level.upsample(h);
   }
-  return conv_out(nonlinearity(norm_out(h)));
+  return conv_out(nonlinearity(group_norm(norm_out, h)));
 }
 
 DiagonalGaussian::DiagonalGaussian(const torch::Tensor& moments) {
@@ -196,8 +200,10 @@ AutoencoderKLImpl::AutoencoderKLImpl(const AutoencoderConfig& c) : config(c) {
   post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
 }
 
-torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) { return quant_conv(encoder(x)); }
+// Both return their input's dtype: under bf16 autocast the last convolution gives bf16, and the
+// posterior, the KL and the losses are computed in fp32.
+torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) { return quant_conv(encoder(x)).to(x.scalar_type()); }
 
-torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) { return decoder(post_quant_conv(z)); }
+torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) { return decoder(post_quant_conv(z)).to(z.scalar_type()); }
 
 }  // namespace vavae::nn

@@ -99,7 +99,7 @@ torch::Tensor FoundationModelImpl::features(const torch::Tensor& images) {
     vit->to(torch::kBFloat16);
     tokens = vit->forward_features(x.to(torch::kBFloat16)).to(torch::kFloat32);
   } else {
-    tokens = vit->forward_features(x);
+    tokens = vit->forward_features(x).to(x.scalar_type());  // fp32 from a bf16-autocast pass
   }
   const int64_t h = x.size(2) / config.vit.patch_size, w = x.size(3) / config.vit.patch_size;
   return tokens.slice(1, config.vit.num_prefix_tokens())

@@ -100,7 +100,7 @@ torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x
     if (layers) layers->push_back(term);
     total = k == 0 ? term : total + term;
   }
-  return total;
+  return total.to(x0.scalar_type());  // fp32 from a bf16-autocast pass
 }
 
 void load_lpips(LPIPSImpl& lpips, const std::string& weights, const std::string& heads) {

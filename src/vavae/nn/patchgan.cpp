@@ -59,10 +59,11 @@ void PatchGANImpl::reset_parameters_like_upstream() {
 }
 
 torch::Tensor PatchGANImpl::forward(const torch::Tensor& x) {
-  if (!is_training() || batch_norm_group <= 0 || x.size(0) <= batch_norm_group) return main->forward(x);
+  // Logits in the input's dtype (fp32 from a bf16-autocast pass).
+  if (!is_training() || batch_norm_group <= 0 || x.size(0) <= batch_norm_group) return main->forward(x).to(x.scalar_type());
   std::vector<torch::Tensor> parts;
   for (const auto& group : x.split(batch_norm_group)) parts.push_back(main->forward(group));
-  return torch::cat(parts);
+  return torch::cat(parts).to(x.scalar_type());
 }
 
 }  // namespace vavae::nn

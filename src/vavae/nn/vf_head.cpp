@@ -20,8 +20,8 @@ std::pair<torch::Tensor, torch::Tensor> VFHeadImpl::align(const torch::Tensor& z
     torch::NoGradGuard no_grad;
     features = foundation_model->features(images);
   }
-  if (reverse_proj) return {linear_proj(z), features};
-  return {z, linear_proj(features)};
+  if (reverse_proj) return {linear_proj(z).to(z.scalar_type()), features};
+  return {z, linear_proj(features).to(features.scalar_type())};
 }
 
 std::vector<torch::Tensor> VFHeadImpl::trainable_parameters() {

@@ -31,6 +31,7 @@ TrainStep::TrainStep(nn::AutoencoderKL ae, loss::VAVAEObjective obj, nn::VFHead 
 }
 
 loss::GeneratorInputs TrainStep::forward(const torch::Tensor& images, c10::optional<torch::Generator> noise) {
+  const AutocastScope autocast(images.device(), precision);
   const nn::DiagonalGaussian posterior = autoencoder->encode(images);
   loss::GeneratorInputs in;
   in.images = images;

@@ -55,6 +55,9 @@ class TrainStep {
   // Before disc_start: only advance the discriminator's Adam step counts (exactly Adam on zero
   // gradients and zero moments) instead of its full update; false runs the full update.
   bool skip_idle_discriminator_update = true;
+  // Of the autoencoder's and the foundation model's forward passes (the objective's own setting
+  // covers LPIPS and the discriminator); backward passes run outside autocast, as PyTorch advises.
+  Precision precision = Precision::fp32;
 
   nn::AutoencoderKL autoencoder;
   loss::VAVAEObjective objective;

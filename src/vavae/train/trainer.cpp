@@ -97,6 +97,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
   OptimizerConfig oc;
   oc.learning_rate = c.learning_rate;
   TrainStep step(autoencoder, objective, vf_head, oc);
+  step.precision = objective->precision = parse_precision(c.trainer.mixed_precision, device, "trainer.mixed_precision");
   // Starting weights in upstream's order: the model's ckpt_path (with ignore_keys), then weight_init.
   if (!c.ckpt_path.empty())
     out << "ckpt_path " << c.ckpt_path << ": "
@@ -151,7 +152,8 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     out << " (" << c.batch_size << " on each of " << group->size() << " ranks, " << group->backend() << ", adaptive weights "
         << c.trainer.adaptive_weights << ")";
   out << " (" << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
-      << device.str() << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss") << std::endl;
+      << device.str() << ", " << precision_name(step.precision) << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss")
+      << std::endl;
 
   StopSignalScope signals;
   auto save = [&](int64_t done, const std::string& stage) {

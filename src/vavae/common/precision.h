@@ -1,0 +1,34 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+namespace vavae {
+
+// The arithmetic of a network's forward pass: fp32, or bf16 autocast (torch.autocast with
+// dtype=torch.bfloat16: matmuls and convolutions in bf16, reductions and norms as autocast decides,
+// parameters, gradients and optimizer state in fp32).
+enum class Precision { fp32, bf16 };
+
+// "no" / "fp32" or "bf16" (accelerate's --mixed_precision names, plus fp32); "auto" gives bf16 on
+// CUDA and fp32 elsewhere. `where` names the key or option in the error.
+Precision parse_precision(const std::string& value, torch::Device device, const std::string& where);
+std::string precision_name(Precision p);
+
+// Within the scope, autocast for `device`'s type is on in `precision` (bf16) or off (fp32: the
+// fp32 regions of a mixed-precision step, such as losses and Gram matrices). The state before is
+// restored on exit and the cast cache cleared when the outermost scope ends, as torch.autocast does.
+class AutocastScope {
+ public:
+  AutocastScope(torch::Device device, Precision precision);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  at::DeviceType type_;
+  bool was_enabled_;
+  at::ScalarType was_dtype_;
+};
+
+}  // namespace vavae

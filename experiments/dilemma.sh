@@ -12,7 +12,7 @@
 # training split (no Inception weights exist here): it is not Inception FID, and only numbers from
 # this script compare with each other. The VF teacher is a separately trained MAE ViT, never the
 # feature network. Results: runs/dilemma/results.md (and .json), sample grids runs/dilemma/grid_*.png.
-# Usage: experiments/dilemma.sh [--quick]   (--quick: a few steps of everything, to check the wiring)
+# Usage: [VAVAE=binary] experiments/dilemma.sh [--quick]   (--quick: a few steps of everything, to check the wiring)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -20,12 +20,13 @@ quick=0
 out=${DILEMMA_OUT:-runs/dilemma}
 [ $quick = 1 ] && out=${DILEMMA_OUT:-runs/dilemma_quick}
 if [ $quick = 1 ]; then
-  feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 samples=200 eval_limit=200 sample_steps=6
+  feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 dit_batch=128 samples=200 eval_limit=200 sample_steps=6
 else
-  feat_steps=3000 fm_steps=3000 ae_steps=6000 dit_steps=12000 samples=5000 eval_limit=0 sample_steps=50
+  # Sized for about two hours on 2 cores.
+  feat_steps=2000 fm_steps=3000 ae_steps=3000 dit_steps=6000 dit_batch=64 samples=2000 eval_limit=0 sample_steps=25
 fi
-vavae=build/vavae
-bash scripts/build.sh >/dev/null
+vavae=${VAVAE:-build/vavae}  # VAVAE=path: a binary built elsewhere (e.g. build-cuda/vavae), used as it is
+[ -n "${VAVAE:-}" ] || bash scripts/build.sh >/dev/null
 mkdir -p "$out"
 start=$(date +%s)
 stamp() { echo "[$(( ($(date +%s) - start) / 60 ))m] $*"; }
@@ -77,7 +78,7 @@ data: {data_path: $out/latents_$1, num_classes: 10, latent_norm: true, latent_mu
 vae: {config: $out/ae_$1/config.yaml, weights: $out/ae_$1/autoencoder.safetensors}
 model: {model_type: LightningDiT-B/1, depth: 4, hidden_size: 128, num_heads: 4, in_chans: $2,
         use_qknorm: false, use_swiglu: true, use_rope: true, use_rmsnorm: true, wo_shift: false}
-train: {max_steps: $dit_steps, global_batch_size: 128, global_seed: 0, log_every: 100,
+train: {max_steps: $dit_steps, global_batch_size: $dit_batch, global_seed: 0, log_every: 100,
         ckpt_every: $((dit_steps / 4)), keep_checkpoints: 4, ema_decay: 0.999}
 optimizer: {lr: 0.0005, beta2: 0.95}
 transport: {path_type: Linear, prediction: velocity, use_cosine_loss: true, use_lognorm: true}
@@ -108,12 +109,13 @@ for n in "${names[@]}"; do
   [ -f $out/dit_$n/ema.safetensors ] || $vavae dit train --config $out/dit_$n.yaml --output $out/dit_$n | grep -E "^training|step $dit_steps/" || true
   for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
     step=$((10#$(basename $ckpt .safetensors | sed 's/step_//')))
-    for cfg in 1.0 2.0; do
+    cfgs=(1.0); [ $step = $dit_steps ] && cfgs=(1.0 2.0)
+    for cfg in "${cfgs[@]}"; do
       folder=$out/samples_${n}_${step}_cfg$cfg
       [ -f $folder/labels.txt ] || $vavae dit sample --config $out/dit_$n.yaml --weights $ckpt --num $samples --cfg-scale $cfg --output $folder >/dev/null
       gfd[$n,$step,$cfg]=$($vavae fid $out/train_stats.npz $folder "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
     done
-    stamp "dit $n step $step: gFD ${gfd[$n,$step,1.0]} (no CFG), ${gfd[$n,$step,2.0]} (CFG 2)"
+    stamp "dit $n step $step: gFD ${gfd[$n,$step,1.0]} (no CFG)${gfd[$n,$step,2.0]:+, ${gfd[$n,$step,2.0]} (CFG 2)}"
   done
   $vavae dit sample --config $out/dit_$n.yaml --weights $out/dit_$n/ema.safetensors --num 100 --labels 0,1,2,3,4,5,6,7,8,9 \
     --cfg-scale 2.0 --grid $out/grid_$n.png >/dev/null

@@ -23,7 +23,7 @@ if [ $quick = 1 ]; then
   feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 dit_batch=128 samples=200 eval_limit=200 sample_steps=6
 else
   # Sized for about two hours on 2 cores.
-  feat_steps=2000 fm_steps=3000 ae_steps=3000 dit_steps=6000 dit_batch=64 samples=2000 eval_limit=0 sample_steps=25
+  feat_steps=2000 fm_steps=3000 ae_steps=3000 dit_steps=4000 dit_batch=64 samples=2000 eval_limit=0 sample_steps=25
 fi
 vavae=${VAVAE:-build/vavae}  # VAVAE=path: a binary built elsewhere (e.g. build-cuda/vavae), used as it is
 [ -n "${VAVAE:-}" ] || bash scripts/build.sh >/dev/null

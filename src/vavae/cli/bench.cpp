@@ -1,4 +1,4 @@
-// vavae bench encode|decode: inference speed and peak memory, one JSON line like torch_ref.py.
+// vavae bench: inference, training-step, loader and DiT-step speed and peak memory, one JSON line like torch_ref.py.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -8,8 +8,11 @@
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
+#include "vavae/common/precision.h"
+#include "vavae/config/dit_config.h"
 #include "vavae/config/model_config.h"
 #include "vavae/data/loader.h"
+#include "vavae/dit/dit_trainer.h"
 #include "vavae/nn/foundation_model.h"
 #include "vavae/train/train_step.h"
 
@@ -24,6 +27,7 @@ struct BenchOptions {
   int64_t feature_dim = 1024;  // vf-loss: D (DINOv2 ViT-L)
   bool explicit_gram = false;  // vf-loss: upstream's full N x N matrices instead of row blocks
   int64_t batch = 1, resolution = 256, steps = 5, warmup = 1;
+  int64_t channels = 0;  // dit-step: latent channels (0: the config's model.in_chans)
   std::string data;  // loader: a folder of images
   bool jpeg_dct_scaling = false;
   RuntimeOptions runtime;
@@ -158,6 +162,36 @@ void run_vf_loss_bench(const BenchOptions& o, torch::Device device) {
                {{"n", grid * grid}, {"feature_dim", d}, {"explicit_gram", o.explicit_gram}});
 }
 
+// dit train's optimizer step (dit::train_step: loss, backward, Adam, EMA) for a DiT config's model,
+// transport and precision on random latents [--batch, C, --res, --res]; bench/dit_ref.py times
+// the same step in PyTorch.
+void run_dit_step_bench(const BenchOptions& o, torch::Device device) {
+  if (o.config.empty()) throw Error("bench dit-step needs --config (a dit train config: model, transport, optimizer)");
+  const config::DiTConfig c = config::load_dit_config(o.config);
+  const int64_t channels = o.channels > 0 ? o.channels : c.model.in_channels;
+  torch::manual_seed(0);
+  dit::LightningDiT model(dit::model_config_for(c, channels, o.resolution));
+  dit::LightningDiT ema(model->config);
+  model->to(device), ema->to(device);
+  for (auto& p : ema->parameters()) p.requires_grad_(false);
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, c.beta2}).weight_decay(0).eps(1e-8));
+  const Precision precision = parse_precision(c.mixed_precision, device, o.config + ": train.mixed_precision");
+  const torch::Tensor x1 = torch::randn({o.batch, channels, o.resolution, o.resolution});
+  const torch::Tensor labels = torch::arange(o.batch) % c.num_classes;
+  uint64_t step = 0;
+  dit::TransportLoss last;
+  const auto seconds = time_steps(o, device, [&] {
+    at::Generator rng = at::detail::createCPUGenerator(step++);
+    const torch::Tensor y = model->drop_labels(labels, rng).to(device);
+    const dit::TransportDraws draws = dit::draw_transport(x1, c.transport, rng);
+    last = dit::train_step(*model, *ema, optimizer, x1.to(device), y, {draws.t.to(device), draws.x0.to(device)}, c, precision, {});
+  });
+  int64_t parameters = 0;
+  for (const auto& p : model->parameters()) parameters += p.numel();
+  print_result(o, device, seconds, {{"channels", channels}, {"parameters", parameters}, {"precision", precision_name(precision)},
+                                    {"last_loss", last.total.item<double>()}});
+}
+
 // One loader worker's pipeline (read, decode, shorter-side resize, random crop, flip, to tensor)
 // over every whole batch of --batch images of --data, on the calling thread: a step is one pass.
 void run_loader_bench(const BenchOptions& o) {
@@ -180,6 +214,7 @@ void run_loader_bench(const BenchOptions& o) {
 
 void run_bench(const BenchOptions& o) {
   if (o.what == "loader") return run_loader_bench(o);
+  if (o.what == "dit-step") return run_dit_step_bench(o, apply_runtime_options(o.runtime));
   const torch::Device device = apply_runtime_options(o.runtime);
   const nn::AutoencoderConfig config = bench_config(o.config);
   if (o.resolution % config.downsample_factor() != 0)
@@ -207,12 +242,13 @@ void run_bench(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "time encode, decode or a training iteration with random weights");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("what", o->what, "encode, decode, train-step (generator + discriminator step), vf-loss or loader")
+  cmd->add_option("what", o->what, "encode, decode, train-step (generator + discriminator step), vf-loss, loader or dit-step")
       ->required()
-      ->check(CLI::IsMember({"encode", "decode", "train-step", "vf-loss", "loader"}));
+      ->check(CLI::IsMember({"encode", "decode", "train-step", "vf-loss", "loader", "dit-step"}));
   cmd->add_option("--data", o->data, "loader: a folder of images (one pass over it is a step)");
   cmd->add_flag("--jpeg-dct-scaling", o->jpeg_dct_scaling, "loader: decode JPEGs DCT-scaled (the training default)");
-  cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file");
+  cmd->add_option("--config", o->config, "tiny, small, f16d32 (default: the released model) or a config file; dit-step: a dit train config");
+  cmd->add_option("--channels", o->channels, "dit-step: latent channels (default: the config's model.in_chans)");
   cmd->add_flag("--no-lpips", o->no_lpips, "train-step without the perceptual loss");
   cmd->add_flag("--no-disc", o->no_disc, "train-step without the GAN term and discriminator step");
   cmd->add_flag("--no-vf", o->no_vf, "train-step without the VF loss and its foundation model");
@@ -220,7 +256,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--explicit-gram", o->explicit_gram, "vf-loss: upstream's full N x N Gram matrices (for comparison)");
   cmd->add_option("--disc-start", o->disc_start, "train-step: GAN start (default 0: the steady state; large: the phase before it)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--res", o->resolution, "image resolution")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--res", o->resolution, "image resolution (dit-step: latent size)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--steps", o->steps, "timed iterations (median reported)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", o->warmup, "untimed iterations first")->capture_default_str();
   add_runtime_options(*cmd, o->runtime);

@@ -109,6 +109,23 @@ std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const to
   return io::tensor_to_images(tokenizer.decode(z).clamp(-1, 1));
 }
 
+TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const torch::Tensor& x1,
+                         const torch::Tensor& y, const TransportDraws& draws, const config::DiTConfig& c, Precision precision,
+                         const std::function<void()>& reduce_gradients) {
+  auto velocity = [&](const torch::Tensor& x, const torch::Tensor& t) {
+    const AutocastScope autocast(x.device(), precision);
+    return model.forward(x, t, y);
+  };
+  const TransportLoss loss = transport_loss(velocity, x1, draws, c.transport);
+  optimizer.zero_grad();
+  loss.total.backward();
+  if (reduce_gradients) reduce_gradients();
+  if (c.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), c.max_grad_norm);
+  optimizer.step();
+  update_ema(ema, model, c.ema_decay);
+  return loss;
+}
+
 DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& o) {
   if (o.output.empty()) throw Error("dit train needs an output folder");
   // Data parallelism as train.py under accelerate: each rank takes its share of every global batch,
@@ -203,20 +220,11 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
     const TransportDraws draws = draw_transport(x1, c.transport, draws_rng);
     x1 = x1.narrow(0, first, local).to(device), y = y.narrow(0, first, local).to(device);
     const TransportDraws on_device{draws.t.narrow(0, first, local).to(device), draws.x0.narrow(0, first, local).to(device)};
-    auto velocity = [&](const torch::Tensor& x, const torch::Tensor& t) {
-      const AutocastScope autocast(device, precision);
-      return model->forward(x, t, y);
-    };
-    const TransportLoss loss = transport_loss(velocity, x1, on_device, c.transport);
-    optimizer.zero_grad();
-    loss.total.backward();
-    if (group->distributed()) {
+    const TransportLoss loss = train_step(*model, *ema, optimizer, x1, y, on_device, c, precision, [&] {
+      if (!group->distributed()) return;
       reducer.launch(model->parameters());
       reducer.finish();
-    }
-    if (c.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), c.max_grad_norm);
-    optimizer.step();
-    update_ema(*ema, *model, c.ema_decay);
+    });
 
     window_mse += group->sum_across_ranks(loss.mse.mean().item<double>()) / group->size();
     if (loss.cosine.defined()) window_cos += group->sum_across_ranks(loss.cosine.mean().item<double>()) / group->size();

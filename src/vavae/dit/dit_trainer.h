@@ -2,6 +2,7 @@
 #include <functional>
 #include <string>
 
+#include "vavae/common/precision.h"
 #include "vavae/config/dit_config.h"
 #include "vavae/data/latent_folder.h"
 #include "vavae/dit/lightningdit.h"
@@ -29,6 +30,13 @@ struct DiTRunSummary {
 };
 
 DiTRunSummary run_dit_training(const config::DiTConfig& config, const DiTRunOptions& options);
+
+// One optimizer step of train.py on this rank's batch (labels already dropped, draws made): the
+// loss with the forward pass in `precision`, backward, `reduce_gradients` (data parallel; may be
+// empty), clipping when max_grad_norm > 0, Adam, and the EMA update.
+TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const torch::Tensor& x1,
+                         const torch::Tensor& y, const TransportDraws& draws, const config::DiTConfig& config, Precision precision,
+                         const std::function<void()>& reduce_gradients);
 
 // A LightningDiT for the config and the latents' shape (channels and size from the latents).
 LightningDiTConfig model_config_for(const config::DiTConfig& config, int64_t channels, int64_t latent_size);

@@ -30,6 +30,10 @@ vavae=${VAVAE:-build/vavae}  # VAVAE=path: a binary built elsewhere (e.g. build-
 mkdir -p "$out"
 start=$(date +%s)
 stamp() { echo "[$(( ($(date +%s) - start) / 60 ))m] $*"; }
+# A training stage is done when its last checkpoint exists; one stopped part way (Ctrl-C, a lost
+# session) continues from its newest checkpoint.
+finished() { [ -f "$1/checkpoints/step_$(printf %08d "$2").safetensors" ]; }
+resume_flag() { [ -n "$(ls "$1/checkpoints" 2>/dev/null)" ] && echo --resume || true; }
 
 # 1. The feature network for FD (a classifier; 32 px, padded as the tokenizers see the data).
 [ -f $out/feature_net/feature_net.safetensors ] ||
@@ -91,14 +95,18 @@ declare -A channels=([low]=4 [high]=16 [vf]=16) use_vf=([low]=none [high]=none [
 declare -A psnr rfd
 for n in "${names[@]}"; do
   tokenizer_config $n ${channels[$n]} ${use_vf[$n]} > $out/ae_$n.yaml
-  [ -f $out/ae_$n/autoencoder.safetensors ] || $vavae train --config $out/ae_$n.yaml --output $out/ae_$n | grep -E "^(evaluation|training)" || true
+  finished $out/ae_$n $ae_steps ||
+    $vavae train --config $out/ae_$n.yaml --output $out/ae_$n $(resume_flag $out/ae_$n) | grep -E "^(evaluation|training)" || true
   model=(--config $out/ae_$n/config.yaml --weights $out/ae_$n/autoencoder.safetensors)
   limit=(); [ $eval_limit -gt 0 ] && limit=(--limit $eval_limit)
-  $vavae eval "${model[@]}" --data fashion-mnist:test --resolution 32 --pad 2 --batch-size 100 "${limit[@]}" --output $out/eval_$n >/dev/null
+  [ -f $out/eval_$n/summary.json ] || $vavae eval "${model[@]}" --data fashion-mnist:test --resolution 32 --pad 2 --batch-size 100 "${limit[@]}" --output $out/eval_$n >/dev/null
   psnr[$n]=$(python3 -c "import json; print(round(json.load(open('$out/eval_$n/summary.json'))['psnr'], 2))")
   rfd[$n]=$($vavae fid $out/eval_$n/ref_images $out/eval_$n/decoded_images "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
-  [ -d $out/latents_$n ] ||
+  if [ ! -f $out/latents_$n.complete ]; then
+    rm -rf $out/latents_$n
     $vavae extract-latents "${model[@]}" --data fashion-mnist:train --resolution 32 --pad 2 --batch-size 500 --output $out/latents_$n >/dev/null
+    touch $out/latents_$n.complete
+  fi
   stamp "tokenizer $n: PSNR ${psnr[$n]} dB, rFD ${rfd[$n]}"
 done
 
@@ -106,7 +114,8 @@ done
 declare -A gfd
 for n in "${names[@]}"; do
   dit_config $n ${channels[$n]} > $out/dit_$n.yaml
-  [ -f $out/dit_$n/ema.safetensors ] || $vavae dit train --config $out/dit_$n.yaml --output $out/dit_$n | grep -E "^training|step $dit_steps/" || true
+  finished $out/dit_$n $dit_steps ||
+    $vavae dit train --config $out/dit_$n.yaml --output $out/dit_$n $(resume_flag $out/dit_$n) | grep -E "^training|step $dit_steps/" || true
   for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
     step=$((10#$(basename $ckpt .safetensors | sed 's/step_//')))
     cfgs=(1.0); [ $step = $dit_steps ] && cfgs=(1.0 2.0)

@@ -8,6 +8,7 @@
 # times the phase before the GAN starts, where the original still does all of its GAN work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 threads=$(nproc) res=256 batch=1 steps=5 rounds=2 config=f16d32 disc_start=0 what=() shared=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,8 +31,6 @@ ref=${VAVAE_TORCH_REF:-../shared/bench/torch_ref.py}
   { echo "error: /usr/bin/python3 lacks torch/torchvision: apt-get install -y python3-torch python3-torchvision" >&2; exit 1; }
 [ -x build/vavae ] || bash scripts/build.sh
 
-field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 printf '%-11s %12s %12s %8s %14s %14s\n' what "torch img/s" "vavae img/s" speedup "torch RSS MB" "vavae RSS MB"
 for w in "${what[@]}"; do

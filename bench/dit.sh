@@ -7,29 +7,14 @@
 # Usage: bench/dit.sh [--threads N] [--rounds K] [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-threads=$(nproc) rounds=3 quick=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --threads) threads=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --quick) quick=1; rounds=1; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-if ! /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends python3-torch python3-numpy >/dev/null
-fi
+source bench/lib.sh
+parse_round_args "$@"
+need_python "import torch, numpy" python3-torch python3-numpy
 vavae=${VAVAE:-build/vavae}
 [ -n "${VAVAE:-}" ] || bash scripts/build.sh >/dev/null
 fixtures=${VAVAE_FIXTURES:-../shared/fixtures}
 /usr/bin/python3 bench/dit_ref.py check "$fixtures/dit/model/p1_release" >/dev/null
 
-field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 'nan'))" "$1" "$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -9,29 +9,12 @@
 # Usage: bench/run.sh [--threads N] [--rounds K] [--quick]   (--quick: fewer steps, for a smoke test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-threads=$(nproc) rounds=3 quick=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --threads) threads=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --quick) quick=1; rounds=1; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+source bench/lib.sh
+parse_round_args "$@"
 ref=${VAVAE_TORCH_REF:-../shared/bench/torch_ref.py}
 [ -f "$ref" ] || { echo "error: PyTorch reference $ref not found (set VAVAE_TORCH_REF)" >&2; exit 1; }
-if ! /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  echo "bench: installing Debian's python3-torch and python3-torchvision for the reference"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends python3-torch python3-torchvision >/dev/null
-fi
+need_python "import torch, torchvision" python3-torch python3-torchvision
 bash scripts/build.sh >/dev/null
-
-field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 'nan'))" "$1" "$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 peak=$(field "$(/usr/bin/python3 "$ref" peak --threads "$threads" | tail -n 1)" matmul2048_gflops)
 

@@ -151,19 +151,26 @@ TEST(DiTModel, ConfigErrorsNameTheArgument) {
 
 // ---- transport ----
 
-class DiTTransport : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(DiTTransport, LossTermsAndEveryGradientMatchUpstream) {
+// A transport case of fixtures/dit/transport: its files and its create_transport arguments, on the
+// p1_release model (eval with the recorded labels = upstream's train step).
+class DiTTransport : public ::testing::TestWithParam<std::string> {
+ protected:
   const std::string folder = "dit/transport/" + GetParam();
   const nlohmann::json config = read_json(folder + "/config.json");
+  dit::LightningDiT model = load_variant("dit/model/p1_release");
+  const io::SafetensorsReader inputs{fixture(folder + "/inputs.safetensors")};
+  const io::SafetensorsReader outputs{fixture(folder + "/outputs.safetensors")};
+  const io::SafetensorsReader grads{fixture(folder + "/grads.safetensors")};
+  const dit::TransportConfig c = [&] {
+    dit::TransportConfig t;
+    t.use_lognorm = config.at("create_transport_args").at("use_lognorm");
+    t.use_cosine_loss = config.at("create_transport_args").at("use_cosine_loss");
+    return t;
+  }();
+};
+
+TEST_P(DiTTransport, LossTermsAndEveryGradientMatchUpstream) {
   const nlohmann::json meta = read_json("dit/transport/meta.json").at("cases").at(GetParam());
-  dit::LightningDiT model = load_variant("dit/model/p1_release");  // eval with the recorded labels = upstream's train step
-  const io::SafetensorsReader inputs(fixture(folder + "/inputs.safetensors"));
-  const io::SafetensorsReader outputs(fixture(folder + "/outputs.safetensors"));
-  const io::SafetensorsReader grads(fixture(folder + "/grads.safetensors"));
-  dit::TransportConfig c;
-  c.use_lognorm = config.at("create_transport_args").at("use_lognorm");
-  c.use_cosine_loss = config.at("create_transport_args").at("use_cosine_loss");
   if (c.use_lognorm)  // t is the float32 rounding of sigmoid(the double draws)
     EXPECT_TRUE(torch::equal(torch::sigmoid(inputs.tensor("normal_draws")).to(torch::kFloat32), inputs.tensor("t")));
   const torch::Tensor y = inputs.tensor("y_used");
@@ -198,15 +205,6 @@ INSTANTIATE_TEST_SUITE_P(Cases, DiTTransport, ::testing::Values("lognorm_cos", "
 // keeps 8 bits of mantissa).
 TEST_P(DiTTransport, Bf16AutocastKeepsTheLossWithinOnePercentOfFp32) {
   if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
-  const std::string folder = "dit/transport/" + GetParam();
-  const nlohmann::json config = read_json(folder + "/config.json");
-  dit::LightningDiT model = load_variant("dit/model/p1_release");
-  const io::SafetensorsReader inputs(fixture(folder + "/inputs.safetensors"));
-  const io::SafetensorsReader outputs(fixture(folder + "/outputs.safetensors"));
-  const io::SafetensorsReader grads(fixture(folder + "/grads.safetensors"));
-  dit::TransportConfig c;
-  c.use_lognorm = config.at("create_transport_args").at("use_lognorm");
-  c.use_cosine_loss = config.at("create_transport_args").at("use_cosine_loss");
   const torch::Tensor y = inputs.tensor("y_used");
   const dit::TransportLoss loss = dit::transport_loss(
       [&](const torch::Tensor& x, const torch::Tensor& t) {

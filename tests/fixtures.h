@@ -43,6 +43,8 @@ inline bool bf16_runs_on_test_device() {
     return false;
   }
 }
+#define SKIP_WITHOUT_BF16() \
+  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here"
 
 inline nlohmann::json read_json(const std::string& relative) {
   std::ifstream in(fixture(relative));

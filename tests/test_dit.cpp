@@ -204,7 +204,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, DiTTransport, ::testing::Values("lognorm_cos", "
 // parameter gradient points the same way (relative error of its norm below 5e-2: a bf16 matmul
 // keeps 8 bits of mantissa).
 TEST_P(DiTTransport, Bf16AutocastKeepsTheLossWithinOnePercentOfFp32) {
-  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  SKIP_WITHOUT_BF16();
   const torch::Tensor y = inputs.tensor("y_used");
   const dit::TransportLoss loss = dit::transport_loss(
       [&](const torch::Tensor& x, const torch::Tensor& t) {
@@ -365,7 +365,7 @@ TEST(DiTSampling, AFixedSeedReproducesTheSamplesAtAnyBatchSize) {
 // dit sample --mixed-precision bf16: the same noise gives samples close to the fp32 ones (a few
 // percent: every one of the sampler's model calls is a bf16 forward pass), returned in fp32.
 TEST(DiTSampling, Bf16AutocastSamplesStayCloseToFp32) {
-  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  SKIP_WITHOUT_BF16();
   dit::LightningDiT model = load_variant("dit/model/p1_release");
   dit::GenerateOptions o;
   o.count = 4, o.seed = 3, o.batch_size = 4;
@@ -380,7 +380,7 @@ TEST(DiTSampling, Bf16AutocastSamplesStayCloseToFp32) {
 }
 
 TEST(DiTTraining, Bf16AutocastTrainsAndBadPrecisionIsNamed) {
-  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  SKIP_WITHOUT_BF16();
   const std::string data = make_latent_folder("dit_latents_bf16", 96, 4, 2, 4);
   nlohmann::json root = config::load_config_text(tiny_dit_config(data));
   root["train"]["mixed_precision"] = "bf16";

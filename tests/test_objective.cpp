@@ -171,7 +171,7 @@ TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
 // cancel with them: 1e-2 absolute. The adaptive weights are ratios of gradient norms through the
 // whole bf16 decoder and get 5e-2.
 TEST_F(ObjectiveFixture, Bf16AutocastKeepsTheLossesWithinOnePercentOfFp32) {
-  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  SKIP_WITHOUT_BF16();
   objective->precision = Precision::bf16;
   for (const std::string branch : {"gen_before", "gen_after"}) {
     SCOPED_TRACE(branch);

@@ -196,7 +196,7 @@ TEST(Training, TheVfHeadAndStartingWeightsFollowUpstream) {
 // after disc_start): it learns as the fp32 run does, every logged value is finite, and the weights
 // stay fp32.
 TEST(Training, Bf16AutocastTrainsWithTheVfLossAndTheGan) {
-  if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here";
+  SKIP_WITHOUT_BF16();
   const std::string images = make_images("bf16_images");
   const std::string dir = scratch_dir("bf16_run");
   TinyRun r;

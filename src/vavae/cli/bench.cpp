@@ -182,9 +182,8 @@ void run_dit_step_bench(const BenchOptions& o, torch::Device device) {
   dit::TransportLoss last;
   const auto seconds = time_steps(o, device, [&] {
     at::Generator rng = at::detail::createCPUGenerator(step++);
-    const torch::Tensor y = model->drop_labels(labels, rng).to(device);
-    const dit::TransportDraws draws = dit::draw_transport(x1, c.transport, rng);
-    last = dit::train_step(*model, *ema, optimizer, x1.to(device), y, {draws.t.to(device), draws.x0.to(device)}, c, precision, {});
+    const dit::StepBatch batch = dit::prepare_step(*model, x1, labels, c.transport, rng, 0, o.batch, device);
+    last = dit::train_step(*model, *ema, optimizer, batch, c, precision, {});
   });
   int64_t parameters = 0;
   for (const auto& p : model->parameters()) parameters += p.numel();

@@ -58,7 +58,7 @@ void describe(TrainConfig& c, V& v) {
         "upstream: the [-1, 1] image as the original feeds it; imagenet: ImageNet normalisation");
   v.key("model.params.foundation.input_size", c.foundation.input_size,
         "images are resized to this square for the foundation model (-1: the family's, 224 for DINOv2; 0: as they are)");
-  v.key("model.params.foundation.bf16", c.foundation.bf16, "run the frozen foundation model in bfloat16 on CUDA");
+  v.key("model.params.foundation.bf16", c.foundation.bf16, "keep the frozen foundation model's weights in bfloat16 on CUDA and run it so (half its memory; trainer.mixed_precision alone autocasts it over fp32 weights)");
   v.key("model.params.lpips.weights", c.lpips_weights, "LPIPS weights: one file with upstream names, or torchvision's vgg16");
   v.key("model.params.lpips.heads", c.lpips_heads, "LPIPS linear heads (vgg.pth) when weights is torchvision's vgg16");
   v.fixed("model.params.lossconfig.target", "ldm.modules.losses.LPIPSWithDiscriminator", "upstream's loss class");

@@ -109,14 +109,21 @@ std::vector<io::Image> decode_samples(nn::AutoencoderKLImpl& tokenizer, const to
   return io::tensor_to_images(tokenizer.decode(z).clamp(-1, 1));
 }
 
-TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const torch::Tensor& x1,
-                         const torch::Tensor& y, const TransportDraws& draws, const config::DiTConfig& c, Precision precision,
-                         const std::function<void()>& reduce_gradients) {
+StepBatch prepare_step(const LightningDiTImpl& model, const torch::Tensor& x1, const torch::Tensor& y, const TransportConfig& transport,
+                       at::Generator generator, int64_t first, int64_t local, torch::Device device) {
+  const torch::Tensor kept = model.drop_labels(y, generator);
+  const TransportDraws draws = draw_transport(x1, transport, generator);
+  auto mine = [&](const torch::Tensor& t) { return t.narrow(0, first, local).to(device); };
+  return {mine(x1), mine(kept), {mine(draws.t), mine(draws.x0)}};
+}
+
+TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const StepBatch& batch,
+                         const config::DiTConfig& c, Precision precision, const std::function<void()>& reduce_gradients) {
   auto velocity = [&](const torch::Tensor& x, const torch::Tensor& t) {
     const AutocastScope autocast(x.device(), precision);
-    return model.forward(x, t, y);
+    return model.forward(x, t, batch.y);
   };
-  const TransportLoss loss = transport_loss(velocity, x1, draws, c.transport);
+  const TransportLoss loss = transport_loss(velocity, batch.x1, batch.draws, c.transport);
   optimizer.zero_grad();
   loss.total.backward();
   if (reduce_gradients) reduce_gradients();
@@ -211,16 +218,11 @@ DiTRunSummary run_dit_training(const config::DiTConfig& c, const DiTRunOptions& 
   bool first_window = true;
   auto window_start = std::chrono::steady_clock::now();
   for (int64_t s = start; s < total; ++s) {
-    std::pair<torch::Tensor, torch::Tensor> latents_and_labels = data.batch(s / per_epoch, s % per_epoch, batch);
-    torch::Tensor x1 = latents_and_labels.first, y = latents_and_labels.second;  // captured below: no structured binding
-    // Every draw of step s comes from (seed, s), made for the global batch and then sliced: a
-    // resumed run repeats an uninterrupted one, and N ranks see what one process of N*b sees.
+    const auto [x1, y] = data.batch(s / per_epoch, s % per_epoch, batch);
+    // Every draw of step s comes from (seed, s): a resumed run repeats an uninterrupted one.
     at::Generator draws_rng = at::detail::createCPUGenerator(mix_seed(static_cast<uint64_t>(c.global_seed), static_cast<uint64_t>(s)));
-    y = model->drop_labels(y, draws_rng);
-    const TransportDraws draws = draw_transport(x1, c.transport, draws_rng);
-    x1 = x1.narrow(0, first, local).to(device), y = y.narrow(0, first, local).to(device);
-    const TransportDraws on_device{draws.t.narrow(0, first, local).to(device), draws.x0.narrow(0, first, local).to(device)};
-    const TransportLoss loss = train_step(*model, *ema, optimizer, x1, y, on_device, c, precision, [&] {
+    const StepBatch step_batch = prepare_step(*model, x1, y, c.transport, draws_rng, first, local, device);
+    const TransportLoss loss = train_step(*model, *ema, optimizer, step_batch, c, precision, [&] {
       if (!group->distributed()) return;
       reducer.launch(model->parameters());
       reducer.finish();

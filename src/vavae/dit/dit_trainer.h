@@ -31,12 +31,21 @@ struct DiTRunSummary {
 
 DiTRunSummary run_dit_training(const config::DiTConfig& config, const DiTRunOptions& options);
 
-// One optimizer step of train.py on this rank's batch (labels already dropped, draws made): the
-// loss with the forward pass in `precision`, backward, `reduce_gradients` (data parallel; may be
-// empty), clipping when max_grad_norm > 0, Adam, and the EMA update.
-TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const torch::Tensor& x1,
-                         const torch::Tensor& y, const TransportDraws& draws, const config::DiTConfig& config, Precision precision,
-                         const std::function<void()>& reduce_gradients);
+// One step's inputs on this rank's device: labels dropped and transport draws made for the whole
+// global batch from `generator` (so N ranks see what one process of N*b sees), then this rank's
+// rows [first, first + local).
+struct StepBatch {
+  torch::Tensor x1, y;
+  TransportDraws draws;
+};
+StepBatch prepare_step(const LightningDiTImpl& model, const torch::Tensor& x1, const torch::Tensor& y, const TransportConfig& transport,
+                       at::Generator generator, int64_t first, int64_t local, torch::Device device);
+
+// One optimizer step of train.py on this rank's batch: the loss with the forward pass in
+// `precision`, backward, `reduce_gradients` (data parallel; may be empty), clipping when
+// max_grad_norm > 0, Adam, and the EMA update.
+TransportLoss train_step(LightningDiTImpl& model, LightningDiTImpl& ema, torch::optim::Adam& optimizer, const StepBatch& batch,
+                         const config::DiTConfig& config, Precision precision, const std::function<void()>& reduce_gradients);
 
 // A LightningDiT for the config and the latents' shape (channels and size from the latents).
 LightningDiTConfig model_config_for(const config::DiTConfig& config, int64_t channels, int64_t latent_size);

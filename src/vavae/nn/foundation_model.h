@@ -17,7 +17,7 @@ struct FoundationModelConfig {
   // Images are resized (bilinear, align_corners false) to this square before the ViT; 0 keeps their
   // size. Upstream: 224 for DINOv2, none for MAE.
   int64_t input_size = 224;
-  bool bf16 = false;  // run the frozen ViT in bfloat16 on CUDA
+  bool bf16 = false;  // weights and forward pass in bfloat16 on CUDA (autocast keeps fp32 weights)
 };
 
 class FoundationModelImpl : public torch::nn::Module {

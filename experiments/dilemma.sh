@@ -83,7 +83,7 @@ vae: {config: $out/ae_$1/config.yaml, weights: $out/ae_$1/autoencoder.safetensor
 model: {model_type: LightningDiT-B/1, depth: 4, hidden_size: 128, num_heads: 4, in_chans: $2,
         use_qknorm: false, use_swiglu: true, use_rope: true, use_rmsnorm: true, wo_shift: false}
 train: {max_steps: $dit_steps, global_batch_size: $dit_batch, global_seed: 0, log_every: 100,
-        ckpt_every: $((dit_steps / 4)), keep_checkpoints: 4, ema_decay: 0.999}
+        ckpt_every: $((dit_steps / 4)), keep_checkpoints: 4, ema_decay: 0.999, mixed_precision: no}
 optimizer: {lr: 0.0005, beta2: 0.95}
 transport: {path_type: Linear, prediction: velocity, use_cosine_loss: true, use_lognorm: true}
 sample: {mode: ODE, sampling_method: euler, num_sampling_steps: $sample_steps, cfg_scale: 1.0, cfg_interval: true,

@@ -1,5 +1,7 @@
 // The full VA-VAE objective against the loss_step fixture: both branches, every logged value and
 // the parameter gradients (which show that d_weight and vf_weight are treated as constants).
+#include <fstream>
+
 #include "fixtures.h"
 #include "vavae/common/error.h"
 #include "vavae/common/precision.h"
@@ -161,6 +163,28 @@ TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
     }
     expect_log(log, branch);
     expect_accumulated_gradients(branch);
+  }
+}
+
+// "auto" is bf16 exactly where the hardware computes it: always on CUDA, and on a CPU whose
+// /proc/cpuinfo lists avx512_bf16 (read independently of the compiler's cpuid check).
+TEST(MixedPrecision, AutoIsBf16WhereTheHardwareComputesIt) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  if (!cpuinfo) GTEST_SKIP() << "no /proc/cpuinfo to compare with";
+  std::string line;
+  bool listed = false;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("flags", 0) == 0) listed = listed || line.find(" avx512_bf16") != std::string::npos;
+  EXPECT_EQ(bf16_is_native(torch::kCPU), listed);
+  EXPECT_EQ(parse_precision("auto", torch::kCPU, "k") == Precision::bf16, listed);
+  EXPECT_EQ(parse_precision("auto", torch::Device(torch::kCUDA), "k"), Precision::bf16);
+  EXPECT_EQ(parse_precision("no", torch::Device(torch::kCUDA), "k"), Precision::fp32);
+  EXPECT_EQ(parse_precision("bf16", torch::kCPU, "k"), Precision::bf16);
+  try {
+    parse_precision("fp16", torch::kCPU, "train.mixed_precision");
+    ADD_FAILURE() << "fp16 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.mixed_precision"), std::string::npos) << e.what();
   }
 }
 

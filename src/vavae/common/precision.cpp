@@ -31,10 +31,19 @@ void set_autocast_dtype(at::DeviceType t, at::ScalarType d) {
 
 }  // namespace
 
+bool bf16_is_native(torch::Device device) {
+  if (device.is_cuda()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 Precision parse_precision(const std::string& value, torch::Device device, const std::string& where) {
   if (value == "no" || value == "fp32") return Precision::fp32;
   if (value == "bf16") return Precision::bf16;
-  if (value == "auto") return device.is_cuda() ? Precision::bf16 : Precision::fp32;
+  if (value == "auto") return bf16_is_native(device) ? Precision::bf16 : Precision::fp32;
   throw Error(where + " must be no, fp32, bf16 or auto, got '" + value + "'");
 }
 

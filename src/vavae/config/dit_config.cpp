@@ -49,8 +49,8 @@ void describe(DiTConfig& c, V& v) {
   v.key("train.threads", c.threads, "CPU threads (0: all cores)");
   v.key("train.device", c.device, "cpu, cuda or auto");
   v.key("train.mixed_precision", c.mixed_precision,
-        "no, bf16 (autocast for the DiT's forward; loss, weights and optimizer in fp32) or auto: bf16 on CUDA as upstream's "
-        "run_train.sh, fp32 on CPU");
+        "no, bf16 (autocast for the DiT's forward; loss, weights and optimizer in fp32) or auto: bf16 where the "
+        "device computes it natively (CUDA, as upstream's run_train.sh, and CPUs with AVX512-BF16), fp32 elsewhere");
   v.key("train.dist_timeout", c.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
   v.ignored("train.output_dir", "the run folder is --output");
   v.ignored("train.exp_name", "the run folder is --output");

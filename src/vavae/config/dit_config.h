@@ -36,7 +36,7 @@ struct DiTConfig {
   double ema_decay = 0.9999;
   int threads = 0;
   std::string device = "cpu";
-  std::string mixed_precision = "auto";  // accelerate's --mixed_precision: no or bf16; auto: bf16 on CUDA
+  std::string mixed_precision = "auto";  // accelerate's --mixed_precision: no or bf16; auto: bf16 where native
   double dist_timeout = 600;    // data parallel: seconds a rank waits for the others
   // optimizer (AdamW with weight decay 0, i.e. Adam)
   double lr = 2e-4, beta2 = 0.95;

@@ -86,7 +86,7 @@ void describe(TrainConfig& c, V& v) {
   v.key("trainer.dist_timeout", c.trainer.dist_timeout, "data parallel: seconds a rank waits for the others before failing");
   v.key("trainer.mixed_precision", c.trainer.mixed_precision,
         "no (fp32, as upstream trained), bf16 (autocast for the networks' forward passes; losses, adaptive weights and "
-        "optimizer in fp32) or auto (bf16 on CUDA)");
+        "optimizer in fp32) or auto (bf16 where the device computes it natively: CUDA, CPUs with AVX512-BF16)");
   v.key("lightning.trainer.max_epochs", c.trainer.max_epochs, "upstream's name for trainer.max_epochs");
   v.key("lightning.trainer.precision", c.precision, "32: float32 weights, as the released model was trained (bf16: trainer.mixed_precision)");
   v.ignored("lightning.trainer.devices", "GPUs come from the launch, not the config");

@@ -18,9 +18,10 @@ bash scripts/build.sh >/dev/null
 
 peak=$(field "$(/usr/bin/python3 "$ref" peak --threads "$threads" | tail -n 1)" matmul2048_gflops)
 
-# name | subcommand | config | res | batch | steps | vavae-only flags | reference-only flags
+# name | subcommand | config | res | batch | steps | vavae-only flags | reference-only flags | bf16
 # (before disc_start the original still runs all of its GAN passes and multiplies them by 0: the
-# reference's full step is what it does then)
+# reference's full step is what it does then). bf16 rows: both sides under bf16 autocast (the
+# reference through bench/torch_ref_bf16.py), run where the CPU computes bf16 natively.
 cases=(
   "train_tiny|train-step|tiny|32|8|7|--disc-start 0|"
   "train_small|train-step|small|64|4|5|--disc-start 0|"
@@ -29,11 +30,21 @@ cases=(
   "encode|encode|f16d32|256|1|5||"
   "decode|decode|f16d32|256|1|5||"
 )
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  cases+=(
+    "train_tiny_bf16|train-step|tiny|32|8|7|--disc-start 0 --mixed-precision bf16||bf16"
+    "train_small_bf16|train-step|small|64|4|5|--disc-start 0 --mixed-precision bf16||bf16"
+    "encode_bf16|encode|f16d32|256|1|5|--mixed-precision bf16||bf16"
+    "decode_bf16|decode|f16d32|256|1|5|--mixed-precision bf16||bf16"
+  )
+fi
 printf '%-24s %11s %11s %7s %10s %10s %9s %9s %6s\n' case "torch img/s" "vavae img/s" ratio "torch MB" "vavae MB" "torch GF/s" "vavae GF/s" "%peak"
 declare -A result
 worst_rss=0
 for c in "${cases[@]}"; do
-  IFS='|' read -r name what config res batch steps vflags tflags <<<"$c"
+  IFS='|' read -r name what config res batch steps vflags tflags bf16 <<<"$c"
+  case_ref=$ref
+  [ -n "$bf16" ] && case_ref=bench/torch_ref_bf16.py
   [ "$quick" -eq 1 ] && steps=2
   common=(--config "$config" --batch "$batch" --res "$res" --steps "$steps" --threads "$threads")
   warm=()
@@ -41,7 +52,7 @@ for c in "${cases[@]}"; do
   t_ips=() v_ips=() t_rss=() v_rss=()
   for _ in $(seq "$rounds"); do
     # shellcheck disable=SC2086
-    t=$(/usr/bin/python3 "$ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
+    t=$(VAVAE_TORCH_REF="$ref" /usr/bin/python3 "$case_ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
     # shellcheck disable=SC2086
     v=$(build/vavae bench "$what" "${common[@]}" "${warm[@]}" $vflags | tail -n 1)
     t_ips+=("$(field "$t" images_per_s)") v_ips+=("$(field "$v" images_per_s)")
@@ -61,8 +72,12 @@ for c in "${cases[@]}"; do
   pct=$(awk -v v="$vg" -v p="$peak" 'BEGIN { printf "%.0f", 100 * v / p }')
   printf '%-24s %11.3f %11.3f %6sx %10.0f %10.0f %9s %9s %5s%%\n' "$name" "$ti" "$vi" "$(ratio "$vi" "$ti")" "$tr" "$vr" "$tg" "$vg" "$pct"
   result[$name]=$(ratio "$vi" "$ti")
+  [ -n "$bf16" ] && continue  # the summary line compares fp32 with fp32
   rss=$(ratio "$vr" "$tr")
   worst_rss=$(awk -v a="$rss" -v b="$worst_rss" 'BEGIN { print (a > b) ? a : b }')
 done
 echo "$threads threads, medians of $rounds alternating rounds; fp32 matmul peak of this machine: $peak GFLOP/s; commit $(git rev-parse --short HEAD)"
 echo "ratios: train_small=${result[train_small]} train_tiny=${result[train_tiny]} train_f16d32=${result[train_f16d32]} encode=${result[encode]} decode=${result[decode]} rss=${worst_rss}"
+if [ -n "${result[train_small_bf16]:-}" ]; then
+  echo "bf16 ratios (both sides under bf16 autocast): train_small=${result[train_small_bf16]} train_tiny=${result[train_tiny_bf16]} encode=${result[encode_bf16]} decode=${result[decode_bf16]}"
+fi

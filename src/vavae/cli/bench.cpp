@@ -30,6 +30,7 @@ struct BenchOptions {
   int64_t channels = 0;  // dit-step: latent channels (0: the config's model.in_chans)
   std::string data;  // loader: a folder of images
   bool jpeg_dct_scaling = false;
+  std::string mixed_precision = "no";  // train-step, encode, decode: no or bf16 autocast (as trainer.mixed_precision)
   RuntimeOptions runtime;
 };
 
@@ -131,6 +132,7 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
     vf_head->to(device);
   }
   train::TrainStep step(autoencoder, objective, vf_head, {});
+  step.precision = objective->precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
   const torch::Tensor x = torch::rand({o.batch, 3, o.resolution, o.resolution}, device) * 2 - 1;
   int64_t batch = 0;
   train::IterationLog last;
@@ -138,7 +140,8 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
     last = step.run(x, 2 * batch, 2 * batch + 1);
     ++batch;
   });
-  print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", !o.no_vf}, {"disc_start", o.disc_start}, {"last_losses", last.generator}});
+  print_result(o, device, seconds, {{"lpips", !o.no_lpips}, {"disc", !o.no_disc}, {"vf", !o.no_vf}, {"disc_start", o.disc_start},
+                                    {"precision", precision_name(step.precision)}, {"last_losses", last.generator}});
 }
 
 // The distance-matrix term of the VF loss, forward + backward, on a latent grid of --res / 16
@@ -229,11 +232,13 @@ void run_bench(const BenchOptions& o) {
   const torch::Tensor input = o.what == "encode"
                                   ? torch::rand({o.batch, config.in_channels, o.resolution, o.resolution}, device) * 2 - 1
                                   : torch::randn({o.batch, config.embed_dim, latent, latent}, device);
+  const Precision precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
   auto step = [&] {
+    const AutocastScope autocast(device, precision);
     if (o.what == "encode") model->encode(input).sample();
     else model->decode(input);
   };
-  print_result(o, device, time_steps(o, device, step), nlohmann::json::object());
+  print_result(o, device, time_steps(o, device, step), {{"precision", precision_name(precision)}});
 }
 
 }  // namespace
@@ -253,6 +258,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--no-vf", o->no_vf, "train-step without the VF loss and its foundation model");
   cmd->add_option("--feature-dim", o->feature_dim, "vf-loss: foundation feature width")->capture_default_str();
   cmd->add_flag("--explicit-gram", o->explicit_gram, "vf-loss: upstream's full N x N Gram matrices (for comparison)");
+  cmd->add_option("--mixed-precision", o->mixed_precision, "train-step, encode, decode: no, bf16 or auto (as trainer.mixed_precision)")
+      ->capture_default_str();
   cmd->add_option("--disc-start", o->disc_start, "train-step: GAN start (default 0: the steady state; large: the phase before it)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--res", o->resolution, "image resolution (dit-step: latent size)")->capture_default_str()->check(CLI::PositiveNumber);

@@ -438,5 +438,25 @@ TEST(TrainFM, ShortRunLowersTheLossAndWritesALoadableModel) {
   EXPECT_THROW(nn::load_foundation_model(fixture("vit/mae_weights.safetensors"), "upstream"), Error);  // no vavae metadata
 }
 
+// train-fm --mixed-precision bf16: the forward pass under bf16 autocast learns as well, and the
+// written weights stay fp32.
+TEST(TrainFM, Bf16AutocastLearnsAndWritesFp32Weights) {
+  SKIP_WITHOUT_BF16();
+  const std::string images = make_images("fm_images_bf16");
+  const std::string out = scratch_dir("fm_out_bf16");
+  const std::string command = std::string(VAVAE_EXE) + " train-fm --data " + images + " --resolution 16 --patch 4 --dim 32 --depth 1 " +
+                              "--heads 2 --batch-size 16 --epochs 20 --no-probe --threads 1 --mixed-precision bf16 --output " + out +
+                              " > " + out + "/log 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  std::ifstream log(out + "/log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("bf16 autocast"), std::string::npos) << text;
+  std::ifstream in(out + "/train_fm.json");
+  const auto report = nlohmann::json::parse(in);
+  EXPECT_LT(report.at("last_loss").get<double>(), 0.8 * report.at("first_loss").get<double>());
+  const io::SafetensorsReader weights(out + "/fm.safetensors");
+  for (const auto& e : weights.entries()) EXPECT_EQ(weights.tensor(e.name).scalar_type(), torch::kFloat) << e.name;
+}
+
 }  // namespace
 }  // namespace vavae::test

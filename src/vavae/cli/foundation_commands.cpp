@@ -114,6 +114,9 @@ void add_foundation_commands(CLI::App& app) {
     cmd->add_option("--max-steps", o->training.max_steps, "stop after this many steps (0: no cap)")->capture_default_str();
     cmd->add_option("--lr", o->training.lr, "base learning rate per 256 images (AdamW, cosine after warm-up)")->capture_default_str();
     cmd->add_option("--seed", o->training.seed, "seed")->capture_default_str();
+    cmd->add_option("--mixed-precision", o->training.mixed_precision,
+                    "no, bf16 (the forward pass under bf16 autocast; loss and AdamW in fp32) or auto (bf16 where native)")
+        ->capture_default_str();
     cmd->add_flag("!--no-probe", o->probe, "skip the linear probe");
     add_probe_options(*cmd, o->probe_options);
     add_runtime_options(*cmd, o->runtime);

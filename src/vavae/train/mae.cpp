@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "vavae/common/error.h"
+#include "vavae/common/precision.h"
 #include "vavae/common/progress.h"
 #include "vavae/data/loader.h"
 #include "vavae/io/weights.h"
@@ -99,6 +100,7 @@ torch::Tensor MAEImpl::loss(const torch::Tensor& images, c10::optional<torch::Ge
 
 MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device) {
   if (o.resolution % o.patch != 0) throw Error("--resolution " + std::to_string(o.resolution) + " is not divisible by --patch");
+  const Precision precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
   torch::manual_seed(o.seed);
   data::LoaderConfig lc;
   lc.batch_size = o.batch_size, lc.seed = o.seed, lc.workers = 2;
@@ -120,7 +122,7 @@ MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device) {
   at::Generator masks = at::detail::createCPUGenerator(o.seed + 1);
 
   std::cout << "train-fm: MAE on " << loader.dataset().describe() << ", ViT patch " << o.patch << " dim " << o.dim << " depth "
-            << o.depth << ", " << total << " steps of " << o.batch_size << std::endl;
+            << o.depth << ", " << total << " steps of " << o.batch_size << ", " << precision_name(precision) << std::endl;
   std::filesystem::create_directories(o.output);
   Progress progress(total);
   loader.start(0, 0);
@@ -131,7 +133,11 @@ MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device) {
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * factor);
     const data::Batch batch = loader.next();
     optimizer.zero_grad();
-    const torch::Tensor loss = mae->loss(batch.images.to(device), masks);
+    torch::Tensor loss;
+    {
+      const AutocastScope autocast(device, precision);
+      loss = mae->loss(batch.images.to(device), masks);
+    }
     loss.backward();
     optimizer.step();
     losses.push_back(loss.item<double>());

@@ -41,6 +41,7 @@ struct MAETrainingOptions {
   double epochs = 2, lr = 1e-3, weight_decay = 0.05, warmup_epochs = 0.25;
   int64_t max_steps = 0;  // caps the epochs (0: no cap)
   uint64_t seed = 0;
+  std::string mixed_precision = "no";  // no, bf16 or auto: the forward pass under bf16 autocast, loss and AdamW in fp32
 };
 
 struct MAETrainingResult {

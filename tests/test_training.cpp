@@ -219,6 +219,44 @@ TEST(Training, Bf16AutocastTrainsWithTheVfLossAndTheGan) {
   for (const auto& e : weights.entries()) EXPECT_EQ(weights.tensor(e.name).scalar_type(), torch::kFloat) << e.name;
 }
 
+// trainer.lr_schedule: cosine takes both optimizers from the base rate at the first step towards 0
+// (logged as lr, step by step as the formula says); the first step equals a constant-rate run's,
+// later ones move the weights less. A bad name is refused by key.
+TEST(Training, CosineScheduleLowersTheLearningRateOverTheRun) {
+  const std::string images = make_images("lr_images");
+  const std::string dir = scratch_dir("lr_runs");
+  auto run = [&](const std::string& schedule, int64_t steps) {
+    TinyRun r;
+    r.trainer_extra = ", lr_schedule: " + schedule;
+    const config::TrainConfig c = parse(tiny_config(images, "stages:\n  - {name: only, steps: " + std::to_string(steps) + "}\n", r));
+    const std::string out = dir + "/" + schedule + std::to_string(steps);
+    train::run_training(c, {out});
+    return std::make_pair(c.learning_rate, out);
+  };
+  const auto [base, cosine] = run("cosine", 8);
+  const auto lines = train_lines(cosine);
+  ASSERT_EQ(lines.size(), 8u);
+  for (size_t i = 0; i < lines.size(); ++i)
+    EXPECT_NEAR(lines[i].at("lr").get<double>(), base * 0.5 * (1 + std::cos(M_PI * static_cast<double>(i) / 8.0)), 1e-12 * base) << i;
+  for (const auto& line : train_lines(run("constant", 8).second)) EXPECT_EQ(line.at("lr").get<double>(), base);
+
+  auto weight = [](const std::string& out) { return io::SafetensorsReader(out + "/autoencoder.safetensors").tensor("encoder.conv_in.weight"); };
+  EXPECT_TRUE(torch::equal(weight(run("cosine", 1).second), weight(run("constant", 1).second))) << "factor 1 at the first step";
+  const torch::Tensor start = weight(run("constant", 1).second);  // the same first step in every run
+  const double moved_cosine = (weight(cosine) - start).norm().item<double>();
+  const double moved_constant = (weight(dir + "/constant8") - start).norm().item<double>();
+  EXPECT_LT(moved_cosine, moved_constant);
+
+  TinyRun bad;
+  bad.trainer_extra = ", lr_schedule: linear";
+  try {
+    parse(tiny_config(images, "", bad));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trainer.lr_schedule"), std::string::npos) << e.what();
+  }
+}
+
 // Each stage's VF settings are the ones in force: a fixed vf_weight is logged as the stage's, and
 // margins of 2 (beyond any cosine distance) make the VF loss exactly 0.
 TEST(Training, EachStageTrainsWithItsOwnVfWeightAndMargins) {

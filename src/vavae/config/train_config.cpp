@@ -87,6 +87,8 @@ void describe(TrainConfig& c, V& v) {
   v.key("trainer.mixed_precision", c.trainer.mixed_precision,
         "no (fp32, as upstream trained), bf16 (autocast for the networks' forward passes; losses, adaptive weights and "
         "optimizer in fp32) or auto (bf16 where the device computes it natively: CUDA, CPUs with AVX512-BF16)");
+  v.key("trainer.lr_schedule", c.trainer.lr_schedule,
+        "constant (upstream) or cosine: from model.base_learning_rate at the first step to 0 after the run's last (both optimizers)");
   v.key("lightning.trainer.max_epochs", c.trainer.max_epochs, "upstream's name for trainer.max_epochs");
   v.key("lightning.trainer.precision", c.precision, "32: float32 weights, as the released model was trained (bf16: trainer.mixed_precision)");
   v.ignored("lightning.trainer.devices", "GPUs come from the launch, not the config");
@@ -137,6 +139,8 @@ void validate(TrainConfig& c, const std::string& source) {
     throw Error(source + ": trainer.adaptive_weights must be local or global, got '" + k.adaptive_weights + "'");
   if (!(k.dist_timeout > 0)) throw Error(source + ": trainer.dist_timeout must be positive (seconds)");
   parse_precision(k.mixed_precision, torch::kCPU, source + ": trainer.mixed_precision");
+  if (k.lr_schedule != "constant" && k.lr_schedule != "cosine")
+    throw Error(source + ": trainer.lr_schedule must be constant or cosine, got '" + k.lr_schedule + "'");
   if (c.provenance.count("trainer.max_epochs") && c.provenance.count("lightning.trainer.max_epochs"))
     throw Error(source + ": give trainer.max_epochs or lightning.trainer.max_epochs, not both");
   if (c.provenance.count("weight_init") && c.provenance.count("init_weight"))

@@ -56,6 +56,9 @@ struct TrainerConfig {
   // bf16 autocast for the networks' forward passes (autoencoder, LPIPS, discriminator, foundation
   // model); losses, adaptive weights, weights and optimizer in fp32. Upstream trained in fp32.
   std::string mixed_precision = "no";
+  // The learning rate over the run: constant (upstream) or a cosine from model.base_learning_rate
+  // at the first step to 0 after the last, which settles a short run's weights.
+  std::string lr_schedule = "constant";
   double dist_timeout = 300;
 };
 

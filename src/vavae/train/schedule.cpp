@@ -41,4 +41,9 @@ const Stage& stage_at(const std::vector<Stage>& stages, int64_t step) {
   return stages.back();
 }
 
+double learning_rate_factor(const std::string& schedule, int64_t step, int64_t total) {
+  if (schedule == "constant" || total <= 0) return 1.0;
+  return 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total)));
+}
+
 }  // namespace vavae::train

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "vavae/config/train_config.h"
@@ -19,5 +20,9 @@ std::vector<Stage> schedule(const config::TrainConfig& c, int64_t batches_per_ep
 
 // The stage that holds batch `step` (the last one past the end).
 const Stage& stage_at(const std::vector<Stage>& stages, int64_t step);
+
+// trainer.lr_schedule's factor on the base learning rate at batch `step` of `total`: 1 when
+// constant; cosine: 1 at step 0, falling to 0 at step `total` (never reached: the last step is total - 1).
+double learning_rate_factor(const std::string& schedule, int64_t step, int64_t total);
 
 }  // namespace vavae::train

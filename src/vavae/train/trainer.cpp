@@ -224,6 +224,9 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     const int64_t upstream_step = 2 * (s - stage.origin);
     const int64_t done = s + 1;
     const bool logged = done % c.trainer.log_every == 0 || done == total;
+    const double lr = c.learning_rate * learning_rate_factor(c.trainer.lr_schedule, s, total);
+    for (auto* optimizer : {step.generator_optimizer.get(), step.discriminator_optimizer.get()})
+      for (auto& group : optimizer->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
     const IterationLog log = step.run(batch.images.to(device), upstream_step, upstream_step + 1, noise, logged);
     stepped_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_began).count();
     if (log.skipped) {
@@ -261,6 +264,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
       line["data_wait"] = data_wait;
       line["skipped_images"] = loader.skipped();
       line["skipped_steps"] = summary.skipped_steps;
+      line["lr"] = lr;
       folder.append_metrics(line);
       std::string values = "stage " + current_stage + " | nll " + fmt(generator.at("nll_loss"));
       if (generator.count("vf_loss")) values += " | vf " + fmt(generator.at("vf_loss")) + " (w " + fmt(generator.at("vf_weight"), 3) + ")";

@@ -108,7 +108,7 @@ nn::FoundationModel bench_foundation_model(const std::string& name, const nn::Au
   return nn::FoundationModel(c);
 }
 
-void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& config, torch::Device device) {
+void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& config, torch::Device device, Precision precision) {
   loss::ObjectiveConfig oc;  // the reference's LOSS settings, steady state after disc_start
   oc.kl_weight = 1e-6;
   oc.disc_weight = 0.5;
@@ -132,7 +132,7 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
     vf_head->to(device);
   }
   train::TrainStep step(autoencoder, objective, vf_head, {});
-  step.precision = objective->precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
+  step.precision = objective->precision = precision;
   const torch::Tensor x = torch::rand({o.batch, 3, o.resolution, o.resolution}, device) * 2 - 1;
   int64_t batch = 0;
   train::IterationLog last;
@@ -221,8 +221,9 @@ void run_bench(const BenchOptions& o) {
   const nn::AutoencoderConfig config = bench_config(o.config);
   if (o.resolution % config.downsample_factor() != 0)
     throw Error("--res " + std::to_string(o.resolution) + " is not divisible by " + std::to_string(config.downsample_factor()));
+  const Precision precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
   torch::manual_seed(0);
-  if (o.what == "train-step") return run_train_step_bench(o, config, device);
+  if (o.what == "train-step") return run_train_step_bench(o, config, device, precision);
   if (o.what == "vf-loss") return run_vf_loss_bench(o, device);
   nn::AutoencoderKL model(config);
   model->to(device);
@@ -232,7 +233,6 @@ void run_bench(const BenchOptions& o) {
   const torch::Tensor input = o.what == "encode"
                                   ? torch::rand({o.batch, config.in_channels, o.resolution, o.resolution}, device) * 2 - 1
                                   : torch::randn({o.batch, config.embed_dim, latent, latent}, device);
-  const Precision precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
   auto step = [&] {
     const AutocastScope autocast(device, precision);
     if (o.what == "encode") model->encode(input).sample();

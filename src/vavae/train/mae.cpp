@@ -13,6 +13,7 @@
 #include "vavae/common/progress.h"
 #include "vavae/data/loader.h"
 #include "vavae/io/weights.h"
+#include "vavae/train/schedule.h"
 
 namespace vavae::train {
 namespace {
@@ -129,7 +130,7 @@ MAETrainingResult train_mae(const MAETrainingOptions& o, torch::Device device) {
   std::vector<double> losses;
   for (int64_t step = 1; step <= total; ++step) {
     const double factor = step <= warmup ? static_cast<double>(step) / std::max<int64_t>(1, warmup)
-                                         : 0.5 * (1 + std::cos(M_PI * static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup)));
+                                         : learning_rate_factor("cosine", step - warmup, total - warmup);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr * factor);
     const data::Batch batch = loader.next();
     optimizer.zero_grad();

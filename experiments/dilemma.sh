@@ -20,11 +20,14 @@ quick=0
 out=${DILEMMA_OUT:-runs/dilemma}
 [ $quick = 1 ] && out=${DILEMMA_OUT:-runs/dilemma_quick}
 if [ $quick = 1 ]; then
-  feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 dit_batch=128 samples=200 eval_limit=200 sample_steps=6
+  feat_steps=60 fm_steps=20 ae_steps=40 dit_steps=40 dit_ckpt=20 dit_batch=128 samples=200 eval_limit=200 sample_steps=6
+  dit_seeds=(0 1) eval_steps=(20 40)
 else
   # Sized for about two hours on 2 cores.
-  feat_steps=2000 fm_steps=3000 ae_steps=3000 dit_steps=4000 dit_batch=64 samples=2000 eval_limit=0 sample_steps=25
+  feat_steps=2000 fm_steps=3000 ae_steps=3000 dit_steps=10000 dit_ckpt=1000 dit_batch=64 samples=2000 eval_limit=0 sample_steps=25
+  dit_seeds=(0 1) eval_steps=(1000 2000 3000 4000 6000 8000 10000)
 fi
+[ -n "${DILEMMA_SEEDS:-}" ] && read -r -a dit_seeds <<< "$DILEMMA_SEEDS"  # e.g. DILEMMA_SEEDS=0: one DiT per tokenizer
 vavae=${VAVAE:-build/vavae}  # VAVAE=path: a binary built elsewhere (e.g. build-cuda/vavae), used as it is
 [ -n "${VAVAE:-}" ] || bash scripts/build.sh >/dev/null
 mkdir -p "$out"
@@ -76,14 +79,14 @@ data:
 trainer: {max_steps: $ae_steps, log_every: 50, val_every: 2000, checkpoint_every: 2000, keep_checkpoints: 1, val_images: 16, seed: 0}
 YAML
 }
-dit_config() {  # name
+dit_config() {  # tokenizer channels seed
   cat <<YAML
 data: {data_path: $out/latents_$1, num_classes: 10, latent_norm: true, latent_multiplier: 1.0}
 vae: {config: $out/ae_$1/config.yaml, weights: $out/ae_$1/autoencoder.safetensors}
 model: {model_type: LightningDiT-B/1, depth: 4, hidden_size: 128, num_heads: 4, in_chans: $2,
         use_qknorm: false, use_swiglu: true, use_rope: true, use_rmsnorm: true, wo_shift: false}
-train: {max_steps: $dit_steps, global_batch_size: $dit_batch, global_seed: 0, log_every: 100,
-        ckpt_every: $((dit_steps / 4)), keep_checkpoints: 4, ema_decay: 0.999, mixed_precision: no}
+train: {max_steps: $dit_steps, global_batch_size: $dit_batch, global_seed: $3, log_every: 100,
+        ckpt_every: $dit_ckpt, keep_checkpoints: 1000, ema_decay: 0.999, mixed_precision: no}
 optimizer: {lr: 0.0005, beta2: 0.95}
 transport: {path_type: Linear, prediction: velocity, use_cosine_loss: true, use_lognorm: true}
 sample: {mode: ODE, sampling_method: euler, num_sampling_steps: $sample_steps, cfg_scale: 1.0, cfg_interval: true,
@@ -110,38 +113,64 @@ for n in "${names[@]}"; do
   stamp "tokenizer $n: PSNR ${psnr[$n]} dB, rFD ${rfd[$n]}"
 done
 
-# 4. The same LightningDiT on each latent space; gFD at each checkpoint, without and with CFG.
+# 4. The same LightningDiT on each latent space, for each seed (seed 0 in dit_<tokenizer>, seed s in
+# dit_<tokenizer>_seed<s>). This DiT is too small to gain from a second thread (each step's matrices
+# are 1024x128), so the trainings run side by side, one thread each, as many at once as there are cores.
+run_name() { [ "$2" = 0 ] && echo "$1" || echo "$1_seed$2"; }
+runs=()
+for s in "${dit_seeds[@]}"; do for n in "${names[@]}"; do runs+=("$n $s"); done; done
+parallel=$(nproc)
+for run in "${runs[@]}"; do
+  read -r n s <<< "$run"; r=$(run_name $n $s)
+  dit_config $n ${channels[$n]} $s > $out/dit_$r.yaml
+  finished $out/dit_$r $dit_steps && continue
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+  $vavae dit train --config $out/dit_$r.yaml --set train.threads=1 --output $out/dit_$r $(resume_flag $out/dit_$r) > $out/dit_$r.log 2>&1 &
+done
+wait
+for run in "${runs[@]}"; do
+  read -r n s <<< "$run"; r=$(run_name $n $s)
+  finished $out/dit_$r $dit_steps || { echo "dit train $r did not finish: see $out/dit_$r.log" >&2; exit 1; }
+done
+stamp "DiTs trained"
+# gFD at the evaluated steps, without CFG, and with CFG 2 at the last.
 declare -A gfd
-for n in "${names[@]}"; do
-  dit_config $n ${channels[$n]} > $out/dit_$n.yaml
-  finished $out/dit_$n $dit_steps ||
-    $vavae dit train --config $out/dit_$n.yaml --output $out/dit_$n $(resume_flag $out/dit_$n) | grep -E "^training|step $dit_steps/" || true
-  for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
-    step=$((10#$(basename $ckpt .safetensors | sed 's/step_//')))
+for run in "${runs[@]}"; do
+  read -r n s <<< "$run"; r=$(run_name $n $s)
+  for step in "${eval_steps[@]}"; do
+    ckpt=$out/dit_$r/checkpoints/step_$(printf %08d $step).safetensors
     cfgs=(1.0); [ $step = $dit_steps ] && cfgs=(1.0 2.0)
     for cfg in "${cfgs[@]}"; do
-      folder=$out/samples_${n}_${step}_cfg$cfg
-      [ -f $folder/labels.txt ] || $vavae dit sample --config $out/dit_$n.yaml --weights $ckpt --num $samples --cfg-scale $cfg --output $folder >/dev/null
-      gfd[$n,$step,$cfg]=$($vavae fid $out/train_stats.npz $folder "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
+      folder=$out/samples_${r}_${step}_cfg$cfg
+      [ -f $folder/labels.txt ] || $vavae dit sample --config $out/dit_$r.yaml --weights $ckpt --num $samples --cfg-scale $cfg --output $folder >/dev/null
+      gfd[$r,$step,$cfg]=$($vavae fid $out/train_stats.npz $folder "${feat[@]}" | tail -1 | awk '{printf "%.4g", $NF}')
     done
-    stamp "dit $n step $step: gFD ${gfd[$n,$step,1.0]} (no CFG)${gfd[$n,$step,2.0]:+, ${gfd[$n,$step,2.0]} (CFG 2)}"
+    stamp "dit $r step $step: gFD ${gfd[$r,$step,1.0]} (no CFG)${gfd[$r,$step,2.0]:+, ${gfd[$r,$step,2.0]} (CFG 2)}"
   done
-  $vavae dit sample --config $out/dit_$n.yaml --weights $out/dit_$n/ema.safetensors --num 100 --labels 0,1,2,3,4,5,6,7,8,9 \
-    --cfg-scale 2.0 --grid $out/grid_$n.png >/dev/null
+  if [ $s = 0 ]; then $vavae dit sample --config $out/dit_$r.yaml --weights $out/dit_$r/ema.safetensors --num 100 \
+    --labels 0,1,2,3,4,5,6,7,8,9 --cfg-scale 2.0 --grid $out/grid_$n.png >/dev/null; fi
 done
 
-# 5. The table.
+# 5. The table: one row per tokenizer and seed, then each tokenizer's mean over the seeds.
+mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print('%.4g' % (sum(v)/len(v)))" "$@"; }
 {
-  echo "| tokenizer | latent | PSNR (dB) | rFD | $(for s in $(ls $out/dit_low/checkpoints | sed 's/step_0*//; s/.safetensors//'); do printf 'gFD @%s | ' $s; done)gFD @last, CFG 2 |"
-  echo "|---|---|---:|---:|$(for s in $(ls $out/dit_low/checkpoints); do printf -- '---:|'; done)---:|"
+  echo "| tokenizer | latent | DiT seed | PSNR (dB) | rFD | $(for s in "${eval_steps[@]}"; do printf 'gFD @%s | ' $s; done)gFD @$dit_steps, CFG 2 |"
+  echo "|---|---|---|---:|---:|$(for s in "${eval_steps[@]}"; do printf -- '---:|'; done)---:|"
   for n in "${names[@]}"; do
-    row="| $n | 4x4x${channels[$n]}$([ $n = vf ] && echo ' + VF' || true) | ${psnr[$n]} | ${rfd[$n]} |"
-    last=0
-    for ckpt in $(ls $out/dit_$n/checkpoints/step_*.safetensors); do
-      step=$((10#$(basename $ckpt .safetensors | sed 's/step_//'))); last=$step
-      row="$row ${gfd[$n,$step,1.0]} |"
+    latent="4x4x${channels[$n]}$([ $n = vf ] && echo ' + VF' || true)"
+    for s in "${dit_seeds[@]}"; do
+      r=$(run_name $n $s); row="| $n | $latent | $s | ${psnr[$n]} | ${rfd[$n]} |"
+      for step in "${eval_steps[@]}"; do row="$row ${gfd[$r,$step,1.0]} |"; done
+      echo "$row ${gfd[$r,$dit_steps,2.0]} |"
     done
-    echo "$row ${gfd[$n,$last,2.0]} |"
+    if [ ${#dit_seeds[@]} -gt 1 ]; then
+      row="| **$n** | $latent | mean | ${psnr[$n]} | ${rfd[$n]} |"
+      for step in "${eval_steps[@]}" last; do
+        key=$step cfg=1.0; [ $step = last ] && key=$dit_steps cfg=2.0
+        row="$row **$(mean $(for s in "${dit_seeds[@]}"; do echo ${gfd[$(run_name $n $s),$key,$cfg]}; done))** |"
+      done
+      echo "$row"
+    fi
   done
   echo
   echo "FD: Frechet distance in the features of $out/feature_net (a classifier trained here), not Inception FID."

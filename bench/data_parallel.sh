@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on this machine: the default run's recipe (configs/fashion_mnist_vf.yaml,
-# VF loss against runs/fm's ViT) for the same global batch, once as 1 rank x 1 thread and once as
+# VF loss against runs/fm's ViT, in fp32 as the README's numbers) for the same global batch, once as 1 rank x 1 thread and once as
 # N ranks x 1 thread over Gloo on loopback (vavae train --nproc N), A B A B; prints the images/s of
 # each, their ratio, and the nll loss of both runs at every logged step (one data order, so the
 # curves should match up to the per-rank adaptive weights).
@@ -19,11 +19,11 @@ while [ $# -gt 0 ]; do
 done
 [ $((batch % ranks)) -eq 0 ] || { echo "error: --batch $batch is not divisible by --ranks $ranks" >&2; exit 2; }
 bash scripts/build.sh >/dev/null
-[ -f runs/fm/fm.safetensors ] || build/vavae train-fm --data fashion-mnist:train --resolution 28 --pad 0 --output runs/fm
+bash scripts/default-fm.sh
 out=runs/bench_data_parallel
 rm -rf "$out"
 common=(--config configs/fashion_mnist_vf.yaml --max-steps "$steps"
-        --set trainer.threads=1 trainer.log_every=10 trainer.val_every=100000 trainer.checkpoint_every=100000
+        --set trainer.threads=1 trainer.mixed_precision=no trainer.log_every=10 trainer.val_every=100000 trainer.checkpoint_every=100000
               data.params.validation.limit=8)
 rate() {  # images/s of the run's last logged step
   grep '"split":"train"' "$1/metrics.jsonl" | tail -1 | sed 's/.*"images_per_s":\([0-9.e+]*\).*/\1/'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the VF loss does at the default run's scale: the default run's recipe
-# (configs/fashion_mnist_vf.yaml) trained with and without the VF loss for the same 2,200 steps,
+# (configs/fashion_mnist_vf.yaml) trained with and without the VF loss for the same steps,
 # then both tokenizers judged the same way on the 10,000 Fashion-MNIST test images:
 # reconstruction (vavae eval) and latent space (vavae extract-latents + vavae latent-report).
 # Reuses runs/fm, runs/fashion_mnist (the default run's output) and runs/fashion_mnist_novf when
@@ -12,7 +12,7 @@ bash scripts/build.sh
 vavae=build/vavae
 out=runs/vf_ablation
 start=$(date +%s)
-[ -f runs/fm/fm.safetensors ] || $vavae train-fm --data fashion-mnist:train --resolution 28 --pad 0 --output runs/fm
+bash scripts/default-fm.sh
 [ -f runs/fashion_mnist/autoencoder.safetensors ] ||
   $vavae train --config configs/fashion_mnist_vf.yaml --output runs/fashion_mnist
 [ -f runs/fashion_mnist_novf/autoencoder.safetensors ] ||

@@ -7,11 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
 start=$(date +%s)
-if [ ! -f runs/fm/fm.safetensors ]; then
-  build/vavae train-fm --data fashion-mnist:train --resolution 28 --pad 0 --output runs/fm
-else
-  echo "reusing the foundation model runs/fm/fm.safetensors (delete it to train a new one)"
-fi
+bash scripts/default-fm.sh
 build/vavae train --config configs/fashion_mnist_vf.yaml --output runs/fashion_mnist "$@"
 end=$(date +%s)
 echo "default run: $(( (end - start) / 60 ))m$(( (end - start) % 60 ))s of training and evaluation"

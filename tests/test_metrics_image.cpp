@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "fixtures.h"
+#include "vavae/common/error.h"
 #include "vavae/eval/metrics.h"
 #include "vavae/io/image.h"
 
@@ -31,6 +32,24 @@ TEST(Metrics, PsnrAndSsimMatchScikitImage) {
     // Both sides compute in double over the same valid-window region; only summation order differs.
     EXPECT_NEAR(ssim, e.at("ssim").get<double>(), 1e-9) << e.at("kind");
   }
+}
+
+// Validation and `vavae eval` score whole batches at once: the same numbers as image by image.
+TEST(Metrics, BatchScoresEqualPerImageScores) {
+  io::SafetensorsReader images(fixture("metrics/images.safetensors"));
+  const torch::Tensor ref = images.tensor("ref"), dist = images.tensor("dist");
+  std::vector<io::Image> refs, dists;
+  for (int64_t i = 0; i < ref.size(0); ++i) refs.push_back(image_at(ref, i)), dists.push_back(image_at(dist, i));
+  const torch::Tensor psnrs = eval::psnr_each(refs, dists), ssims = eval::ssim_each(refs, dists);
+  ASSERT_EQ(psnrs.size(0), ref.size(0));
+  for (int64_t i = 0; i < ref.size(0); ++i) {
+    const double psnr = eval::psnr(refs[static_cast<size_t>(i)], dists[static_cast<size_t>(i)]);
+    if (std::isinf(psnr)) EXPECT_TRUE(std::isinf(psnrs[i].item<double>())) << i;
+    else EXPECT_DOUBLE_EQ(psnrs[i].item<double>(), psnr) << i;
+    EXPECT_DOUBLE_EQ(ssims[i].item<double>(), eval::ssim(refs[static_cast<size_t>(i)], dists[static_cast<size_t>(i)])) << i;
+  }
+  dists.pop_back();
+  EXPECT_THROW(eval::ssim_each(refs, dists), Error);
 }
 
 TEST(Image, MapsEveryByteToFloat32OfTheDoubleFormula) {

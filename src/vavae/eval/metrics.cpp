@@ -15,12 +15,23 @@ void check_same_size(const io::Image& a, const io::Image& b) {
                 " and " + std::to_string(b.height) + "x" + std::to_string(b.width));
 }
 
-torch::Tensor to_unit_double(const io::Image& img) {  // [3, 1, H, W] in [0, 1]
-  return torch::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, torch::kUInt8)
-      .permute({2, 0, 1})
-      .unsqueeze(1)
-      .to(torch::kFloat64) /
-      255.0;
+// [N, 3, H, W] in [0, 1], float64.
+torch::Tensor to_unit_double(const std::vector<io::Image>& images) {
+  std::vector<torch::Tensor> planes;
+  planes.reserve(images.size());
+  for (const io::Image& img : images) {
+    check_same_size(images.front(), img);
+    planes.push_back(torch::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, torch::kUInt8).permute({2, 0, 1}));
+  }
+  return torch::stack(planes).to(torch::kFloat64) / 255.0;
+}
+
+void check_pairs(const std::vector<io::Image>& reference, const std::vector<io::Image>& distorted) {
+  if (reference.size() != distorted.size())
+    throw Error("metric needs as many distorted images as references, got " + std::to_string(distorted.size()) + " and " +
+                std::to_string(reference.size()));
+  if (reference.empty()) throw Error("metric needs at least one image");
+  check_same_size(reference.front(), distorted.front());
 }
 
 // The SSIM map of [N, 1, H, W] float64 planes with an 11x11 Gaussian window (sigma 1.5, the
@@ -46,17 +57,22 @@ torch::Tensor ssim_per_plane(const torch::Tensor& x, const torch::Tensor& y, dou
 
 }  // namespace
 
-double psnr(const io::Image& reference, const io::Image& distorted) {
-  check_same_size(reference, distorted);
-  const double mse = (to_unit_double(reference) - to_unit_double(distorted)).pow(2).mean().item<double>();
-  if (mse == 0.0) return std::numeric_limits<double>::infinity();
-  return 10.0 * std::log10(1.0 / mse);
+torch::Tensor psnr_each(const std::vector<io::Image>& reference, const std::vector<io::Image>& distorted) {
+  check_pairs(reference, distorted);
+  const torch::Tensor mse = (to_unit_double(reference) - to_unit_double(distorted)).pow(2).flatten(1).mean(1);
+  return 10.0 * torch::log10(1.0 / mse);  // 1 / 0 = +infinity for identical images
 }
 
-double ssim(const io::Image& reference, const io::Image& distorted) {
-  check_same_size(reference, distorted);
-  return ssim_per_plane(to_unit_double(reference), to_unit_double(distorted), 1.0, false).mean().item<double>();
+torch::Tensor ssim_each(const std::vector<io::Image>& reference, const std::vector<io::Image>& distorted) {
+  check_pairs(reference, distorted);
+  const torch::Tensor x = to_unit_double(reference), y = to_unit_double(distorted);
+  const auto planes = [](const torch::Tensor& t) { return t.reshape({-1, 1, t.size(2), t.size(3)}); };
+  return ssim_per_plane(planes(x), planes(y), 1.0, false).view({x.size(0), x.size(1)}).mean(1);
 }
+
+double psnr(const io::Image& reference, const io::Image& distorted) { return psnr_each({reference}, {distorted}).item<double>(); }
+
+double ssim(const io::Image& reference, const io::Image& distorted) { return ssim_each({reference}, {distorted}).item<double>(); }
 
 torch::Tensor ssim_torchmetrics(const torch::Tensor& preds, const torch::Tensor& target, double low, double high) {
   if (preds.dim() != 4 || preds.sizes() != target.sizes())

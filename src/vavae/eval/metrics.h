@@ -15,6 +15,11 @@ double psnr(const io::Image& reference, const io::Image& distorted);
 // averaged, mean over the valid region where the window fits (no padding). Computed in double.
 double ssim(const io::Image& reference, const io::Image& distorted);
 
+// psnr() and ssim() of each pair of two equally long lists of images of one size, in one pass of
+// tensor operations: [N] float64 each, the same numbers as the per-image functions.
+torch::Tensor psnr_each(const std::vector<io::Image>& reference, const std::vector<io::Image>& distorted);
+torch::Tensor ssim_each(const std::vector<io::Image>& reference, const std::vector<io::Image>& distorted);
+
 // torchmetrics' StructuralSimilarityIndexMeasure(data_range=(low, high)) per image, as
 // evaluate_tokenizer.py calls it on [-1, 1] tensors: both batches clamped to [low, high],
 // C1 = (0.01 (high - low))^2, C2 = (0.03 (high - low))^2, the same 11x11 Gaussian window over the

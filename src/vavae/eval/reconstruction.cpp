@@ -41,11 +41,10 @@ EvalResult evaluate(nn::AutoencoderKL& autoencoder, const data::Dataset& dataset
       ++loss_batches;
     }
     const auto outputs = io::tensor_to_images(recon);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      r.psnr += std::min(psnr(inputs[i], outputs[i]), 100.0);
-      r.ssim += ssim(inputs[i], outputs[i]);
-      if (static_cast<int64_t>(grid_in.size()) < grid_images) grid_in.push_back(inputs[i]), grid_out.push_back(outputs[i]);
-    }
+    r.psnr += psnr_each(inputs, outputs).clamp_max(100.0).sum().item<double>();
+    r.ssim += ssim_each(inputs, outputs).sum().item<double>();
+    for (size_t i = 0; i < inputs.size() && static_cast<int64_t>(grid_in.size()) < grid_images; ++i)
+      grid_in.push_back(inputs[i]), grid_out.push_back(outputs[i]);
     r.images += static_cast<int64_t>(inputs.size());
   }
   if (r.images == 0) throw Error(dataset.describe() + ": no readable validation images");

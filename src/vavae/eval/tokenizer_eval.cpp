@@ -193,12 +193,13 @@ TokenizerEvalResult evaluate_tokenizer(nn::AutoencoderKLImpl& autoencoder, const
       ref_features.add(inception_features(*inception, reference8, device));
       decoded_features.add(inception_features(*inception, decoded8, device));
     }
+    const torch::Tensor psnr_values = psnr_each(reference8, decoded8), ssim_values = ssim_each(reference8, decoded8);
     for (int64_t k = start; k < end; ++k) {
       const size_t j = static_cast<size_t>(k - start);
       const int64_t i = mine[static_cast<size_t>(k)];
-      table[i][0] = psnr(reference8[j], decoded8[j]);
+      table[i][0] = psnr_values[static_cast<int64_t>(j)].item<double>();
       table[i][1] = ssim_tm[static_cast<int64_t>(j)].item<double>();
-      table[i][2] = ssim(reference8[j], decoded8[j]);
+      table[i][2] = ssim_values[static_cast<int64_t>(j)].item<double>();
       table[i][3] = lpips ? lpips_values[static_cast<int64_t>(j)].item<double>() : std::numeric_limits<double>::quiet_NaN();
       worst.offer(table[i][0], reference8[j], decoded8[j]);
       if (o.save_images) {

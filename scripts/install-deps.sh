@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libopenblas0-openmp libdnnl-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libstb-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
   libgtest-dev

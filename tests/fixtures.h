@@ -13,6 +13,7 @@
 
 #include "vavae/common/runtime.h"
 #include "vavae/io/safetensors.h"
+#include "vavae/nn/convolution.h"
 
 namespace vavae::test {
 
@@ -45,6 +46,15 @@ inline bool bf16_runs_on_test_device() {
 }
 #define SKIP_WITHOUT_BF16() \
   if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here"
+
+// The convolution kernels within a test, restored when it ends.
+struct ConvolutionScope {
+  explicit ConvolutionScope(nn::ConvolutionAlgorithm a) : before(nn::convolution_algorithm()) { nn::set_convolution_algorithm(a); }
+  ~ConvolutionScope() { nn::set_convolution_algorithm(before); }
+  ConvolutionScope(const ConvolutionScope&) = delete;
+  ConvolutionScope& operator=(const ConvolutionScope&) = delete;
+  nn::ConvolutionAlgorithm before;
+};
 
 inline nlohmann::json read_json(const std::string& relative) {
   std::ifstream in(fixture(relative));

@@ -117,6 +117,9 @@ TEST_F(Cli, BadInputGivesOneLineErrorAndNonZeroExit) {
   expect_failure("decode " + model_args() + " --input " + fixture("autoencoder/tensors.safetensors") + " --key nope --output " + dir + "/d",
                  "no tensor named 'nope'");
   EXPECT_FALSE(std::filesystem::exists(dir + "/o.safetensors"));
+  setenv("VAVAE_CONV", "fastest", 1);  // read by the program before any work
+  expect_failure("inspect " + fixture("autoencoder/weights.safetensors"), "VAVAE_CONV must be 'direct' or 'winograd', got 'fastest'");
+  unsetenv("VAVAE_CONV");
 }
 
 }  // namespace

@@ -35,7 +35,10 @@ TEST_F(LPIPSFixture, ReproducesDistancesLayerTermsAndScaling) {
   }
 }
 
+// With PyTorch's kernels: see ObjectiveFixture.WinogradConvolutionsKeepLossesAndGradients for why
+// gradients through VGG's ReLUs and max pools need the fixture's own kernels to match it this tightly.
 TEST_F(LPIPSFixture, GradientFlowsToTheInputOnlyAndMatchesFiniteDifferences) {
+  const ConvolutionScope direct(nn::ConvolutionAlgorithm::direct);
   const torch::Tensor x0 = tensors->tensor("x0");
   const torch::Tensor x1 = tensors->tensor("x1").requires_grad_(true);
   const torch::Tensor grad = torch::autograd::grad({lpips->forward(x0, x1).sum()}, {x1})[0];

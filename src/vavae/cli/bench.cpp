@@ -13,6 +13,7 @@
 #include "vavae/config/model_config.h"
 #include "vavae/data/loader.h"
 #include "vavae/dit/dit_trainer.h"
+#include "vavae/nn/convolution.h"
 #include "vavae/nn/foundation_model.h"
 #include "vavae/train/train_step.h"
 
@@ -86,7 +87,7 @@ void print_result(const BenchOptions& o, torch::Device device, const std::vector
                         {"batch", o.batch},      {"res", o.resolution},
                         {"threads", at::get_num_threads()}, {"device", device.str()},
                         {"s_per_step", median},  {"images_per_s", static_cast<double>(o.batch) / median},
-                        {"peak_rss_mb", peak_rss_mib()}};
+                        {"peak_rss_mb", peak_rss_mib()}, {"convolutions", nn::convolution_algorithm_name()}};
   out.update(extra);
   std::cout << out.dump() << std::endl;
 }

@@ -10,6 +10,7 @@
 #include "vavae/dist/launcher.h"
 #include "vavae/dist/process_group.h"
 #include "vavae/io/weights.h"
+#include "vavae/nn/convolution.h"
 
 namespace vavae::cli {
 
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
   vavae::cli::add_eval_commands(app);
   vavae::cli::add_dit_commands(app);
   try {
+    vavae::nn::convolution_algorithm();  // a bad VAVAE_CONV stops the program before any work
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

@@ -47,6 +47,8 @@ Precision parse_precision(const std::string& value, torch::Device device, const 
   throw Error(where + " must be no, fp32, bf16 or auto, got '" + value + "'");
 }
 
+bool autocast_active(torch::Device device) { return autocast_enabled(device.is_cuda() ? at::kCUDA : at::kCPU); }
+
 std::string precision_name(Precision p) { return p == Precision::bf16 ? "bf16 autocast" : "fp32"; }
 
 AutocastScope::AutocastScope(torch::Device device, Precision precision)

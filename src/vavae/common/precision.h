@@ -20,6 +20,9 @@ bool bf16_is_native(torch::Device device);
 Precision parse_precision(const std::string& value, torch::Device device, const std::string& where);
 std::string precision_name(Precision p);
 
+// Whether autocast is on for `device`'s type here (convolutions would then run in its dtype).
+bool autocast_active(torch::Device device);
+
 // Within the scope, autocast for `device`'s type is on in `precision` (bf16) or off (fp32: the
 // fp32 regions of a mixed-precision step, such as losses and Gram matrices). The state before is
 // restored on exit and the cast cache cleared when the outermost scope ends, as torch.autocast does.

@@ -16,8 +16,8 @@ torch::nn::GroupNorm normalize(int64_t channels) {
 // fp32, as CUDA's autocast does for group_norm (LibTorch 1.13's CPU kernel rejects mixed dtypes).
 torch::Tensor group_norm(torch::nn::GroupNorm& norm, const torch::Tensor& x) { return norm(x.to(norm->weight.scalar_type())); }
 
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0) {
+  return Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
 }
 
 // Upstream writes x * sigmoid(x); the fused SiLU is the same function with one rounding less.

@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include "vavae/nn/convolution.h"
+
 // The LDM AutoencoderKL used by VA-VAE. Submodules are registered under the original names and in
 // the original order, so named_parameters() yields the upstream state_dict keys
 // (encoder.down.0.block.0.norm1.weight, ...) and loading weights is a lookup.
@@ -29,7 +31,7 @@ struct ResnetBlockImpl : torch::nn::Module {
   ResnetBlockImpl(int64_t in, int64_t out, double dropout);
   torch::Tensor forward(torch::Tensor x);  // [B, in, H, W] -> [B, out, H, W]
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};  // shortcut only when in != out
+  Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};  // shortcut only when in != out
   torch::nn::Dropout dropout{nullptr};
 };
 TORCH_MODULE(ResnetBlock);
@@ -39,7 +41,7 @@ struct AttnBlockImpl : torch::nn::Module {
   explicit AttnBlockImpl(int64_t channels);
   torch::Tensor forward(torch::Tensor x);  // [B, C, H, W] -> [B, C, H, W]
   torch::nn::GroupNorm norm{nullptr};
-  torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
+  Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
 };
 TORCH_MODULE(AttnBlock);
 
@@ -47,7 +49,7 @@ TORCH_MODULE(AttnBlock);
 struct DownsampleImpl : torch::nn::Module {
   explicit DownsampleImpl(int64_t channels);
   torch::Tensor forward(torch::Tensor x);  // [B, C, H, W] -> [B, C, H/2, W/2]
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(Downsample);
 
@@ -55,7 +57,7 @@ TORCH_MODULE(Downsample);
 struct UpsampleImpl : torch::nn::Module {
   explicit UpsampleImpl(int64_t channels);
   torch::Tensor forward(torch::Tensor x);  // [B, C, H, W] -> [B, C, 2H, 2W]
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample);
 
@@ -79,7 +81,7 @@ TORCH_MODULE(Mid);
 struct EncoderImpl : torch::nn::Module {
   explicit EncoderImpl(const AutoencoderConfig& c);
   torch::Tensor forward(torch::Tensor x);  // [B, in_channels, H, W] -> [B, (2x)z_channels, H/f, W/f]
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down;
   Mid mid{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};
@@ -89,7 +91,7 @@ TORCH_MODULE(Encoder);
 struct DecoderImpl : torch::nn::Module {
   explicit DecoderImpl(const AutoencoderConfig& c);
   torch::Tensor forward(torch::Tensor z);  // [B, z_channels, h, w] -> [B, out_ch, h*f, w*f]
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};
   Mid mid{nullptr};
   torch::nn::ModuleList up;
   torch::nn::GroupNorm norm_out{nullptr};
@@ -115,7 +117,7 @@ struct AutoencoderKLImpl : torch::nn::Module {
   AutoencoderConfig config;
   Encoder encoder{nullptr};
   Decoder decoder{nullptr};
-  torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+  Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 };
 TORCH_MODULE(AutoencoderKL);
 

@@ -24,7 +24,7 @@ VggSliceImpl::VggSliceImpl(int64_t in_channels, const std::vector<std::pair<int6
     : starts_with_pool(pool_first) {
   int64_t in = in_channels;
   for (const auto& [index, out] : layout) {
-    convs.push_back(register_module(std::to_string(index), torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1))));
+    convs.push_back(register_module(std::to_string(index), Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1))));
     in = out;
   }
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "vavae/io/weights.h"
+#include "vavae/nn/convolution.h"
 
 // LPIPS (taming-transformers' copy): a frozen VGG16 trunk tapped after relu1_2, relu2_2, relu3_3,
 // relu4_3 and relu5_3, channel-normalised squared differences, 1x1 linear heads, spatial mean, sum.
@@ -17,7 +18,7 @@ struct VggSliceImpl : torch::nn::Module {
   VggSliceImpl(int64_t first_index, const std::vector<std::pair<int64_t, int64_t>>& convs, bool starts_with_pool);
   torch::Tensor forward(torch::Tensor x);
   bool starts_with_pool;
-  std::vector<torch::nn::Conv2d> convs;
+  std::vector<Conv2d> convs;  // 3x3, padding 1: Winograd where it applies
 };
 TORCH_MODULE(VggSlice);
 

@@ -50,8 +50,8 @@ struct Shape {
 
 memory::desc plain(memory::dims dims, Tag tag) { return memory::desc(std::move(dims), memory::data_type::f32, tag); }
 
-// Kernels for `s`, or nullopt where oneDNN has no Winograd implementation for it (channel counts
-// that are not multiples of the vector width, CPUs without AVX-512).
+// Kernels for `s`, or nullopt where oneDNN has no Winograd implementation for it (CPUs without
+// AVX-512).
 std::optional<Kernels> create_kernels(const Shape& s) {
   const auto any = [](memory::dims d) { return memory::desc(std::move(d), memory::data_type::f32, Tag::any); };
   const memory::dims src{s.n, s.in, s.h, s.w}, weights{s.out, s.in, 3, 3}, bias{s.out}, dst{s.n, s.out, s.h, s.w}, one{1, 1};

@@ -47,6 +47,9 @@ inline bool bf16_runs_on_test_device() {
 #define SKIP_WITHOUT_BF16() \
   if (!bf16_runs_on_test_device()) GTEST_SKIP() << "no bf16 convolutions on " << test_device_name() << " here"
 
+#define SKIP_WITHOUT_WINOGRAD() \
+  if (!nn::winograd_available()) GTEST_SKIP() << "this build or CPU has no oneDNN Winograd kernels"
+
 // The convolution kernels within a test, restored when it ends.
 struct ConvolutionScope {
   explicit ConvolutionScope(nn::ConvolutionAlgorithm a) : before(nn::convolution_algorithm()) { nn::set_convolution_algorithm(a); }
@@ -68,8 +71,14 @@ inline std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// Every scratch directory of one test process lies under this root, which test_main.cpp removes
+// when the tests end (and keeps, naming it, when one failed).
+inline std::string scratch_root() {
+  return ::testing::TempDir() + "vavae_tests_" + std::to_string(::getpid());
+}
+
 inline std::string scratch_dir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "vavae_" + name + "_" + std::to_string(::getpid());
+  std::string dir = scratch_root() + "/" + name;
   std::filesystem::create_directories(dir);
   return dir;
 }

@@ -1,12 +1,36 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <iostream>
 #include <string>
 
+#include "fixtures.h"
 #include "vavae/common/runtime.h"
+
+namespace {
+
+// Removes the process's scratch root at the end: the tests write checkpoints, runs and latents
+// there, and hundreds of test processes would otherwise fill the disk.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    const std::string root = vavae::test::scratch_root();
+    if (!std::filesystem::exists(root)) return;
+    if (::testing::UnitTest::GetInstance()->failed_test_count() > 0) {
+      std::cerr << "scratch files of the failed run kept in " << root << "\n";
+      return;
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(root, ignored);
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
   vavae::configure_threads(0);
   const char* device = std::getenv("VAVAE_TEST_DEVICE");
   if (device && std::string(device) == "cuda") {

@@ -7,9 +7,6 @@ namespace {
 
 using test::ConvolutionScope;
 
-#define SKIP_WITHOUT_WINOGRAD() \
-  if (!winograd_available()) GTEST_SKIP() << "this build or CPU has no oneDNN Winograd kernels"
-
 struct Outputs {
   torch::Tensor y, dx, dw, db;
 };

@@ -171,8 +171,9 @@ class DiTTransport : public ::testing::TestWithParam<std::string> {
 
 TEST_P(DiTTransport, LossTermsAndEveryGradientMatchUpstream) {
   const nlohmann::json meta = read_json("dit/transport/meta.json").at("cases").at(GetParam());
-  if (c.use_lognorm)  // t is the float32 rounding of sigmoid(the double draws)
+  if (c.use_lognorm) {  // t is the float32 rounding of sigmoid(the double draws)
     EXPECT_TRUE(torch::equal(torch::sigmoid(inputs.tensor("normal_draws")).to(torch::kFloat32), inputs.tensor("t")));
+  }
   const torch::Tensor y = inputs.tensor("y_used");
   const dit::TransportLoss loss = dit::transport_loss([&](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, t, y); },
                                                       inputs.tensor("x1"), {inputs.tensor("t"), inputs.tensor("x0")}, c);
@@ -184,7 +185,9 @@ TEST_P(DiTTransport, LossTermsAndEveryGradientMatchUpstream) {
   EXPECT_TRUE(all_close(loss.mse.mean(), outputs.tensor("mse_mean"), tol("mse_mean")));
   EXPECT_TRUE(all_close(loss.total, outputs.tensor("total_loss"), tol("total_loss")));
   EXPECT_EQ(loss.cosine.defined(), outputs.contains("loss_cos"));
-  if (loss.cosine.defined()) EXPECT_TRUE(all_close(loss.cosine, outputs.tensor("loss_cos"), tol("loss_cos")));
+  if (loss.cosine.defined()) {
+    EXPECT_TRUE(all_close(loss.cosine, outputs.tensor("loss_cos"), tol("loss_cos")));
+  }
   loss.total.backward();
   std::map<std::string, torch::Tensor> ours;
   for (const auto& item : model->named_parameters()) ours[item.key()] = item.value().grad();
@@ -223,7 +226,9 @@ TEST_P(DiTTransport, Bf16AutocastKeepsTheLossWithinOnePercentOfFp32) {
     ASSERT_TRUE(ours.defined()) << entry.name;
     EXPECT_EQ(ours.scalar_type(), torch::kFloat) << entry.name;
     const double scale = reference.norm().item<double>();
-    if (scale > 1e-6) EXPECT_LT((ours - reference).norm().item<double>(), 5e-2 * scale) << entry.name;
+    if (scale > 1e-6) {
+      EXPECT_LT((ours - reference).norm().item<double>(), 5e-2 * scale) << entry.name;
+    }
   }
 }
 

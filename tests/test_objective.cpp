@@ -188,7 +188,7 @@ TEST_F(ObjectiveFixture, FewerPassesGiveTheSameLossesLogsAndGradients) {
 // input change of 1e-6 moves it by 3% of its largest entry), so only the fixture's own kernels
 // reproduce its gradients to float32 tolerance, and the other tests here run them.
 TEST_F(ObjectiveFixture, WinogradConvolutionsKeepLossesAndGradients) {
-  if (!nn::winograd_available()) GTEST_SKIP() << "this build or CPU has no oneDNN Winograd kernels";
+  SKIP_WITHOUT_WINOGRAD();
   if (test_device_name() != "cpu") GTEST_SKIP() << "Winograd convolutions run on the CPU only";
   const ConvolutionScope winograd(nn::ConvolutionAlgorithm::winograd);
   objective->log_gan_before_start = true;  // d_weight and g_loss logged before disc_start too

@@ -212,7 +212,9 @@ TEST(Training, Bf16AutocastTrainsWithTheVfLossAndTheGan) {
   EXPECT_LT(last, 0.8 * first);
   for (const auto& line : lines)
     for (const auto& [key, value] : line.items())
-      if (value.is_number()) EXPECT_TRUE(std::isfinite(value.get<double>())) << key;
+      if (value.is_number()) {
+        EXPECT_TRUE(std::isfinite(value.get<double>())) << key;
+      }
   EXPECT_GT(lines.back().at("train/disc_factor").get<double>(), 0.0) << "the GAN ran";
   EXPECT_TRUE(lines.back().contains("train/vf_loss"));
   io::SafetensorsReader weights(dir + "/run/autoencoder.safetensors");

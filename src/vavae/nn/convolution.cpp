@@ -164,10 +164,10 @@ ForwardResult run_forward(const Kernels& k, const torch::Tensor& x, const torch:
 }
 
 struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const Kernels* kernels, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias) {
     const Shape s = shape_of(x, weight);
-    ForwardResult r = run_forward(*kernels_for(s), x, weight, bias, /*keep_input=*/weight.requires_grad() || bias.requires_grad());
+    ForwardResult r = run_forward(*kernels, x, weight, bias, /*keep_input=*/weight.requires_grad() || bias.requires_grad());
     ctx->save_for_backward({weight});
     if (r.input.defined()) ctx->saved_data["input"] = r.input;
     ctx->saved_data["n"] = s.n;
@@ -210,13 +210,32 @@ struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
       if (!ctx->needs_input_grad(1)) dw = torch::Tensor();
       if (!ctx->needs_input_grad(2)) db = torch::Tensor();
     }
-    return {dx, dw, db};
+    return {torch::Tensor(), dx, dw, db};  // nothing for the kernels argument
   }
 };
 
 bool cpu_has_winograd() {
   static const bool available = kernels_for({1, 16, 16, 16, 16}) != nullptr;
   return available;
+}
+
+// The kernels for this convolution, or null where the Winograd path does not apply to it.
+const Kernels* applicable_kernels(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return nullptr;
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return nullptr;
+  if (autocast_active(x.device())) return nullptr;  // autocast computes convolutions in bf16: its kernels, not these
+  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return nullptr;
+  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return nullptr;
+  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return nullptr;
+  return kernels_for(shape_of(x, weight));
+}
+
+torch::Tensor convolve(const Kernels& kernels, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const bool differentiable = torch::GradMode::is_enabled() &&
+                              (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+  const torch::Tensor b = bias.defined() ? bias : torch::zeros({weight.size(0)}, x.options());  // a layer without bias adds 0
+  if (differentiable) return WinogradConvolution::apply(&kernels, x, weight, b);
+  return run_forward(kernels, x, weight, b, /*keep_input=*/false).y;
 }
 #endif
 
@@ -256,13 +275,7 @@ std::string convolution_algorithm_name() {
 
 bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 #ifdef VAVAE_WITH_ONEDNN
-  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return false;
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return false;
-  if (autocast_active(x.device())) return false;  // autocast computes convolutions in bf16: its kernels, not these
-  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return false;
-  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return false;
-  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return false;
-  return kernels_for(shape_of(x, weight)) != nullptr;
+  return applicable_kernels(x, weight) != nullptr;
 #else
   return false;
 #endif
@@ -270,14 +283,11 @@ bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 
 torch::Tensor winograd_conv3x3(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
 #ifdef VAVAE_WITH_ONEDNN
-  if (!winograd_applies(x, weight))
+  const Kernels* kernels = applicable_kernels(x, weight);
+  if (!kernels)
     throw Error("winograd_conv3x3: no Winograd kernel for input " + shape_string(x.sizes()) + " and weight " +
                 shape_string(weight.sizes()));
-  const bool differentiable = torch::GradMode::is_enabled() &&
-                              (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  const torch::Tensor b = bias.defined() ? bias : torch::zeros({weight.size(0)}, x.options());  // a layer without bias adds 0
-  if (differentiable) return WinogradConvolution::apply(x, weight, b);
-  return run_forward(*kernels_for(shape_of(x, weight)), x, weight, b, /*keep_input=*/false).y;
+  return convolve(*kernels, x, weight, bias);
 #else
   throw Error("winograd_conv3x3: this build has no oneDNN");
 #endif
@@ -290,7 +300,10 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
                              (*o.stride())[1] == 1 && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 && o.groups() == 1 &&
                              !o.transposed() && torch::enumtype::get_enum_name(o.padding_mode()) == "kZeros" &&
                              _reversed_padding_repeated_twice == std::vector<int64_t>{1, 1, 1, 1};
-  if (same_size_3x3 && winograd_applies(x, weight)) return winograd_conv3x3(x, weight, bias);
+#ifdef VAVAE_WITH_ONEDNN
+  if (same_size_3x3)
+    if (const Kernels* kernels = applicable_kernels(x, weight)) return convolve(*kernels, x, weight, bias);
+#endif
   return torch::nn::Conv2dImpl::forward(x);
 }
 

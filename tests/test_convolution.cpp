@@ -35,28 +35,54 @@ struct Case {
 // rounding. (F(4x4, 3x3) transforms multiply by up to 8 and divide by up to 24, so its rounding is a
 // few times the direct sum's: up to 5.3x measured here; 10x leaves margin, plus 1e-7 of each
 // tensor's scale for outputs the direct kernel happens to get exactly.)
+void expect_float32_rounding_of_the_exact_convolution(const Case& c) {
+  const torch::Tensor x = torch::randn({c.n, c.in, c.h, c.w}), w = torch::randn({c.out, c.in, 3, 3}) * 0.1;
+  const torch::Tensor b = c.bias ? torch::randn({c.out}) : torch::Tensor();
+  const torch::Tensor dy = torch::randn({c.n, c.out, c.h, c.w});
+  ASSERT_TRUE(winograd_applies(x, w));
+  const Outputs exact = convolve(x.to(torch::kFloat64), w.to(torch::kFloat64), b.defined() ? b.to(torch::kFloat64) : b,
+                                 dy.to(torch::kFloat64), false);
+  const Outputs direct = convolve(x, w, b, dy, false), wino = convolve(x, w, b, dy, true);
+  const auto check = [&](const torch::Tensor& got, const torch::Tensor& reference, const torch::Tensor& truth, const char* what) {
+    ASSERT_EQ(got.sizes(), truth.sizes()) << what;
+    const double bound = 10 * max_error(reference, truth) + 1e-7 * truth.abs().max().item<double>();
+    EXPECT_LE(max_error(got, truth), bound) << what << " in " << c.n << "x" << c.in << "x" << c.h << "x" << c.w << " -> " << c.out
+                                            << " (bands of " << winograd_band_bytes() << " bytes)";
+  };
+  check(wino.y, direct.y, exact.y, "output");
+  check(wino.dx, direct.dx, exact.dx, "input gradient");
+  check(wino.dw, direct.dw, exact.dw, "weight gradient");
+  if (c.bias) check(wino.db, direct.db, exact.db, "bias gradient");
+  EXPECT_FALSE(wino.db.defined() && !c.bias);
+}
+
 TEST(Convolution, WinogradMatchesTheExactConvolutionToFloat32Rounding) {
   SKIP_WITHOUT_WINOGRAD();
   torch::manual_seed(0);
-  for (const Case c : {Case{2, 32, 48, 16, 24, true}, Case{1, 64, 16, 33, 17, false}, Case{3, 16, 16, 20, 20, true}}) {
-    const torch::Tensor x = torch::randn({c.n, c.in, c.h, c.w}), w = torch::randn({c.out, c.in, 3, 3}) * 0.1;
-    const torch::Tensor b = c.bias ? torch::randn({c.out}) : torch::Tensor();
-    const torch::Tensor dy = torch::randn({c.n, c.out, c.h, c.w});
-    ASSERT_TRUE(winograd_applies(x, w));
-    const Outputs exact = convolve(x.to(torch::kFloat64), w.to(torch::kFloat64), b.defined() ? b.to(torch::kFloat64) : b,
-                                   dy.to(torch::kFloat64), false);
-    const Outputs direct = convolve(x, w, b, dy, false), wino = convolve(x, w, b, dy, true);
-    const auto check = [&](const torch::Tensor& got, const torch::Tensor& reference, const torch::Tensor& truth, const char* what) {
-      ASSERT_EQ(got.sizes(), truth.sizes()) << what;
-      const double bound = 10 * max_error(reference, truth) + 1e-7 * truth.abs().max().item<double>();
-      EXPECT_LE(max_error(got, truth), bound) << what << " in " << c.n << "x" << c.in << "x" << c.h << "x" << c.w << " -> " << c.out;
-    };
-    check(wino.y, direct.y, exact.y, "output");
-    check(wino.dx, direct.dx, exact.dx, "input gradient");
-    check(wino.dw, direct.dw, exact.dw, "weight gradient");
-    if (c.bias) check(wino.db, direct.db, exact.db, "bias gradient");
-    EXPECT_FALSE(wino.db.defined() && !c.bias);
-  }
+  for (const Case c : {Case{2, 32, 48, 16, 24, true}, Case{1, 64, 16, 33, 17, false}, Case{3, 16, 16, 20, 20, true}})
+    expect_float32_rounding_of_the_exact_convolution(c);
+}
+
+// The band size within a test, restored when it ends.
+struct BandScope {
+  explicit BandScope(int64_t bytes) : before(winograd_band_bytes()) { set_winograd_band_bytes(bytes); }
+  ~BandScope() { set_winograd_band_bytes(before); }
+  BandScope(const BandScope&) = delete;
+  BandScope& operator=(const BandScope&) = delete;
+  int64_t before;
+};
+
+// Large layers run in bands of rows (the smallest band, 8 rows, here): each band's halo rows and its
+// zero padding only at the image's edges give the whole convolution and its gradients, the weight
+// and bias gradients summed over the bands. Heights: bands of 8 with a last band of 5 rows; a
+// remainder of 3 rows joined to the band before; one band.
+TEST(Convolution, BandsOfRowsGiveTheWholeConvolution) {
+  SKIP_WITHOUT_WINOGRAD();
+  torch::manual_seed(1);
+  const BandScope smallest(1);
+  for (const Case c : {Case{2, 32, 16, 37, 20, true}, Case{1, 16, 48, 35, 16, true}, Case{3, 16, 16, 16, 18, false}})
+    expect_float32_rounding_of_the_exact_convolution(c);
+  EXPECT_THROW(set_winograd_band_bytes(0), std::exception);
 }
 
 TEST(Convolution, OnlyTheNeededGradientsAreComputed) {

@@ -1,5 +1,6 @@
 #include "vavae/nn/convolution.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -7,6 +8,8 @@
 #include <mutex>
 #include <optional>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "vavae/common/error.h"
 #include "vavae/common/precision.h"
@@ -27,6 +30,8 @@ constexpr int64_t kMinWinogradSide = 16;
 // a fraction of the vector width.
 constexpr int64_t kMinWinogradChannels = 16;
 
+std::atomic<int64_t> band_bytes{kDefaultWinogradBandBytes};
+
 #ifdef VAVAE_WITH_ONEDNN
 using dnnl::memory;
 using Tag = memory::format_tag;
@@ -37,62 +42,91 @@ dnnl::engine& cpu_engine() {
 }
 
 // The three primitives of one convolution shape (their scratchpad: `scratchpad` below).
+// The primitives of one band geometry (their scratchpad: `scratchpad` below). The input gradient is
+// the forward convolution of the output gradient with the transposed, flipped weights.
 struct Kernels {
   dnnl::convolution_forward::primitive_desc forward_pd;
-  dnnl::convolution_backward_data::primitive_desc input_grad_pd;
   dnnl::convolution_backward_weights::primitive_desc weight_grad_pd;
 };
 
-struct Shape {
-  int64_t n, in, out, h, w;
-  bool operator<(const Shape& o) const { return std::tie(n, in, out, h, w) < std::tie(o.n, o.in, o.out, o.h, o.w); }
+// A band: `input_rows` rows of the input (the band's output rows and their halo inside the image)
+// and zero padding where the band meets the image's top or bottom edge.
+struct Geometry {
+  int64_t n, in, out, input_rows, w, pad_top, pad_bottom;
+  bool operator<(const Geometry& o) const {
+    return std::tie(n, in, out, input_rows, w, pad_top, pad_bottom) <
+           std::tie(o.n, o.in, o.out, o.input_rows, o.w, o.pad_top, o.pad_bottom);
+  }
 };
 
 memory::desc plain(memory::dims dims, Tag tag) { return memory::desc(std::move(dims), memory::data_type::f32, tag); }
 
-// Kernels for `s`, or nullopt where oneDNN has no Winograd implementation for it (CPUs without
+// Kernels for `g`, or nullopt where oneDNN has no Winograd implementation for it (CPUs without
 // AVX-512).
-std::optional<Kernels> create_kernels(const Shape& s) {
+std::optional<Kernels> create_kernels(const Geometry& g) {
   const auto any = [](memory::dims d) { return memory::desc(std::move(d), memory::data_type::f32, Tag::any); };
-  const memory::dims src{s.n, s.in, s.h, s.w}, weights{s.out, s.in, 3, 3}, bias{s.out}, dst{s.n, s.out, s.h, s.w}, one{1, 1};
+  const int64_t output_rows = g.input_rows + g.pad_top + g.pad_bottom - 2;
+  const memory::dims src{g.n, g.in, g.input_rows, g.w}, weights{g.out, g.in, 3, 3}, bias{g.out};
+  const memory::dims dst{g.n, g.out, output_rows, g.w}, stride{1, 1}, pad_before{g.pad_top, 1}, pad_after{g.pad_bottom, 1};
   const auto alg = dnnl::algorithm::convolution_winograd;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto& engine = cpu_engine();
   const auto forward = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any(src), any(weights),
-                                                       plain(bias, Tag::x), any(dst), one, one, one);
+                                                       plain(bias, Tag::x), any(dst), stride, pad_before, pad_after);
   Kernels k;
   k.forward_pd = dnnl::convolution_forward::primitive_desc(forward, attr, engine, /*allow_empty=*/true);
   if (!k.forward_pd) return std::nullopt;
-  k.input_grad_pd = dnnl::convolution_backward_data::primitive_desc(
-      dnnl::convolution_backward_data::desc(alg, any(src), any(weights), any(dst), one, one, one), attr, engine, k.forward_pd, true);
-  const auto weight_grad =
-      dnnl::convolution_backward_weights::desc(alg, any(src), any(weights), plain(bias, Tag::x), any(dst), one, one, one);
+  const auto weight_grad = dnnl::convolution_backward_weights::desc(alg, any(src), any(weights), plain(bias, Tag::x), any(dst),
+                                                                    stride, pad_before, pad_after);
   k.weight_grad_pd = dnnl::convolution_backward_weights::primitive_desc(weight_grad, attr, engine, k.forward_pd, true);
-  if (!k.input_grad_pd || !k.weight_grad_pd) return std::nullopt;
+  if (!k.weight_grad_pd) return std::nullopt;
   return k;
 }
 
-const Kernels* kernels_for(const Shape& s) {
+const Kernels* kernels_for(const Geometry& g) {
   static std::mutex mutex;
-  static std::map<Shape, std::optional<Kernels>> cache;
+  static std::map<Geometry, std::optional<Kernels>> cache;
   const std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(s);
-  if (it == cache.end()) it = cache.emplace(s, create_kernels(s)).first;
+  auto it = cache.find(g);
+  if (it == cache.end()) it = cache.emplace(g, create_kernels(g)).first;
   return it->second ? &*it->second : nullptr;
 }
 
-Shape shape_of(const torch::Tensor& x, const torch::Tensor& weight) { return {x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)}; }
+// Output rows [first_row, first_row + rows), computed from input rows [input_first_row, ...).
+struct Band {
+  int64_t first_row, rows, input_first_row;
+  const Kernels* kernels;
+};
+
+// The bands of a convolution from `in` to `out` channels of [n, ·, h, w] images (rows in multiples
+// of the 4-row output tile; a remainder under one tile joins the last band); empty where oneDNN has
+// no Winograd kernel for one of them.
+std::vector<Band> bands_of(int64_t n, int64_t in, int64_t out, int64_t h, int64_t w) {
+  const int64_t row_bytes = n * std::max(in, out) * w * static_cast<int64_t>(sizeof(float));
+  const int64_t rows_per_band = std::max<int64_t>(8, (band_bytes.load() / row_bytes - 2) / 4 * 4);
+  std::vector<Band> bands;
+  for (int64_t first = 0; first < h;) {
+    int64_t rows = std::min(rows_per_band, h - first);
+    if (h - first - rows < 4) rows = h - first;
+    const int64_t pad_top = first == 0, pad_bottom = first + rows == h;
+    const Geometry g{n, in, out, rows + 2 - pad_top - pad_bottom, w, pad_top, pad_bottom};
+    const Kernels* k = kernels_for(g);
+    if (!k) return {};
+    bands.push_back({first, rows, first - 1 + pad_top, k});
+    first += rows;
+  }
+  return bands;
+}
 
 // Bytes from LibTorch's allocator laid out as `desc`: the tensor owns the memory.
 torch::Tensor buffer(const memory::desc& desc) {
   return torch::empty({static_cast<int64_t>(desc.get_size())}, torch::TensorOptions().dtype(torch::kUInt8));
 }
 
-// Buffers that live only during one call (the kernels' scratchpad of transformed tiles, about 4.5x
-// a layer's input; blocked copies of outputs and output gradients), kept per thread and grown, not
-// allocated per call: fresh pages for them cost more than Winograd saves (the page faults of 230 MB
-// per f16d32 layer at 256 px).
+// Buffers that live only during one band (the kernels' scratchpad of transformed tiles, about 4.5x
+// the band's input; blocked copies of inputs, outputs and output gradients), kept per thread and
+// grown, not allocated per call: fresh pages for them cost more than Winograd saves.
 enum class Workspace { scratchpad, input, output, output_grad, count };
 
 torch::Tensor workspace(Workspace slot, const memory::desc& desc) {
@@ -114,128 +148,142 @@ dnnl::stream& cpu_stream() {
   return stream;
 }
 
-void reorder(const memory::desc& from, const torch::Tensor& data, const memory::desc& to, const torch::Tensor& out) {
-  memory src = view(from, data), dst = view(to, out);
-  dnnl::reorder(src, dst).execute(cpu_stream(), src, dst);
-}
-
-// `data` (laid out as `from`) laid out as `to`, in a new buffer or in `slot`; `data` itself when
-// the layouts agree.
-torch::Tensor relayout(const torch::Tensor& data, const memory::desc& from, const memory::desc& to,
-                       std::optional<Workspace> slot = std::nullopt) {
-  if (from == to) return data;
-  torch::Tensor out = slot ? workspace(*slot, to) : buffer(to);
-  reorder(from, data, to, out);
-  return out;
-}
+void reorder(memory from, memory to) { dnnl::reorder(from, to).execute(cpu_stream(), from, to); }
 
 memory::dims dims_of(const torch::Tensor& t) { return memory::dims(t.sizes().begin(), t.sizes().end()); }
 
-// A contiguous 4-D fp32 tensor of `sizes` from a buffer laid out as `from`.
-torch::Tensor to_plain(const torch::Tensor& data, const memory::desc& from, at::IntArrayRef sizes) {
-  torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(torch::kFloat32));
-  reorder(from, data, plain(dims_of(out), Tag::abcd), out);  // NCHW, or OIHW for weights
+// `count` rows from `first` of a contiguous [N, C, H, W] fp32 tensor, in place.
+memory rows_of(const torch::Tensor& t, int64_t first, int64_t count) {
+  const int64_t c = t.size(1), h = t.size(2), w = t.size(3);
+  const memory::desc desc({t.size(0), c, count, w}, memory::data_type::f32, memory::dims{c * h * w, h * w, w, 1});
+  return memory(desc, cpu_engine(), t.data_ptr<float>() + first * w);
+}
+
+// Rows of `t` laid out as `desc` in the workspace `slot`.
+torch::Tensor blocked_rows(const torch::Tensor& t, int64_t first, const memory::desc& desc, Workspace slot) {
+  torch::Tensor out = workspace(slot, desc);
+  reorder(rows_of(t, first, desc.dims()[2]), view(desc, out));
   return out;
 }
 
-struct ForwardResult {
-  torch::Tensor y;
-  torch::Tensor input;  // the input as the weight gradient reads it, when asked to keep it
-};
+// Weights [O, I, 3, 3] laid out as `desc`: `weight` itself when it already is.
+torch::Tensor blocked_weights(const torch::Tensor& weight, const memory::desc& desc) {
+  const memory::desc oihw = plain(dims_of(weight), Tag::oihw);
+  if (oihw == desc) return weight;
+  torch::Tensor out = buffer(desc);
+  reorder(view(oihw, weight), view(desc, out));
+  return out;
+}
 
-// Forward pass (`bias` defined: a layer without one passes zeros). With `keep_input`, also the input
-// in the weight gradient's layout, which backward keeps instead of the plain input.
-ForwardResult run_forward(const Kernels& k, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                          bool keep_input) {
-  const auto& pd = k.forward_pd;
-  const torch::Tensor x_plain = x.contiguous(), w_plain = weight.contiguous(), b = bias.contiguous();
-  const std::optional<Workspace> input_slot = keep_input ? std::nullopt : std::optional<Workspace>(Workspace::input);
-  const torch::Tensor src = relayout(x_plain, plain(dims_of(x_plain), Tag::nchw), pd.src_desc(), input_slot);
-  const torch::Tensor w = relayout(w_plain, plain(dims_of(w_plain), Tag::oihw), pd.weights_desc());
-  const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
-  dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
-                                                       {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
-                                                       {DNNL_ARG_BIAS, view(plain({b.size(0)}, Tag::x), b)},
-                                                       {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
-                                                       {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
-  ForwardResult r{to_plain(dst, pd.dst_desc(), {x.size(0), weight.size(0), x.size(2), x.size(3)}), {}};
-  if (keep_input) r.input = relayout(src, pd.src_desc(), k.weight_grad_pd.src_desc());
-  return r;
+// y = conv(x, weight) + bias over `bands`; all three contiguous, `bias` defined.
+torch::Tensor banded_forward(const std::vector<Band>& bands, const torch::Tensor& x, const torch::Tensor& weight,
+                             const torch::Tensor& bias) {
+  torch::Tensor y = torch::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+  torch::Tensor w;
+  memory::desc w_desc;
+  for (const Band& band : bands) {
+    const auto& pd = band.kernels->forward_pd;
+    if (!w.defined() || w_desc != pd.weights_desc()) w = blocked_weights(weight, w_desc = pd.weights_desc());
+    const torch::Tensor src = blocked_rows(x, band.input_first_row, pd.src_desc(), Workspace::input);
+    const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
+    dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
+                                                         {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
+                                                         {DNNL_ARG_BIAS, view(plain({bias.size(0)}, Tag::x), bias)},
+                                                         {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
+                                                         {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
+    reorder(view(pd.dst_desc(), dst), rows_of(y, band.first_row, band.rows));
+  }
+  return y;
+}
+
+// The gradients of sum(conv(x, weight) * dy) with respect to weight and bias, band by band.
+std::pair<torch::Tensor, torch::Tensor> banded_weight_grad(const std::vector<Band>& bands, const torch::Tensor& x,
+                                                           const torch::Tensor& dy, const at::IntArrayRef weight_sizes) {
+  torch::Tensor dw, db;
+  for (const Band& band : bands) {
+    const auto& pd = band.kernels->weight_grad_pd;
+    const torch::Tensor src = blocked_rows(x, band.input_first_row, pd.src_desc(), Workspace::input);
+    const torch::Tensor g = blocked_rows(dy, band.first_row, pd.diff_dst_desc(), Workspace::output_grad);
+    const torch::Tensor band_dw = buffer(pd.diff_weights_desc());
+    const torch::Tensor band_db = torch::empty({dy.size(1)}, dy.options());
+    dnnl::convolution_backward_weights(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
+                                                                  {DNNL_ARG_DIFF_DST, view(pd.diff_dst_desc(), g)},
+                                                                  {DNNL_ARG_DIFF_WEIGHTS, view(pd.diff_weights_desc(), band_dw)},
+                                                                  {DNNL_ARG_DIFF_BIAS, view(plain({dy.size(1)}, Tag::x), band_db)},
+                                                                  {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
+    torch::Tensor plain_dw = torch::empty(weight_sizes, dy.options());
+    reorder(view(pd.diff_weights_desc(), band_dw), view(plain(dims_of(plain_dw), Tag::oihw), plain_dw));
+    if (dw.defined()) {
+      dw.add_(plain_dw), db.add_(band_db);
+    } else {
+      dw = plain_dw, db = band_db;
+    }
+  }
+  return {dw, db};
+}
+
+std::vector<Band> bands_for(const torch::Tensor& x, int64_t in, int64_t out) {
+  std::vector<Band> bands = bands_of(x.size(0), in, out, x.size(2), x.size(3));
+  if (bands.empty())
+    throw Error("no Winograd kernel for a " + std::to_string(in) + "->" + std::to_string(out) + " channel convolution of " +
+                shape_string(x.sizes()));
+  return bands;
 }
 
 struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const Kernels* kernels, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& bias) {
-    const Shape s = shape_of(x, weight);
-    ForwardResult r = run_forward(*kernels, x, weight, bias, /*keep_input=*/weight.requires_grad() || bias.requires_grad());
-    ctx->save_for_backward({weight});
-    if (r.input.defined()) ctx->saved_data["input"] = r.input;
-    ctx->saved_data["n"] = s.n;
-    ctx->saved_data["h"] = s.h;
-    ctx->saved_data["w"] = s.w;
-    return r.y;
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+    const torch::Tensor x_plain = x.contiguous();
+    // The weight gradient reads the input; an input gradient alone needs only the weights.
+    const bool keep_input = weight.requires_grad() || bias.requires_grad();
+    ctx->save_for_backward({keep_input ? x_plain : torch::Tensor(), weight});
+    return banded_forward(bands_for(x, x.size(1), weight.size(0)), x_plain, weight.contiguous(), bias.contiguous());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
-    const torch::Tensor weight = ctx->get_saved_variables()[0];
-    const Shape s{ctx->saved_data["n"].toInt(), weight.size(1), weight.size(0), ctx->saved_data["h"].toInt(),
-                  ctx->saved_data["w"].toInt()};
-    const Kernels& k = *kernels_for(s);
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& weight = saved[1];
     const torch::Tensor dy = grads[0].contiguous();
-    const memory::desc dy_plain = plain(dims_of(dy), Tag::nchw);
-    // The output gradient in the layout the input gradient reads (the weight gradient's too, as a rule).
-    const torch::Tensor g = relayout(dy, dy_plain, k.input_grad_pd.diff_dst_desc(), Workspace::output_grad);
+    const int64_t in = weight.size(1), out = weight.size(0);
     torch::Tensor dx, dw, db;
     if (ctx->needs_input_grad(0)) {
-      const auto& pd = k.input_grad_pd;
-      const torch::Tensor w = relayout(weight.contiguous(), plain(dims_of(weight), Tag::oihw), pd.weights_desc());
-      const torch::Tensor out = workspace(Workspace::output, pd.diff_src_desc());
-      dnnl::convolution_backward_data(pd).execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, view(pd.diff_dst_desc(), g)},
-                                                                 {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
-                                                                 {DNNL_ARG_DIFF_SRC, view(pd.diff_src_desc(), out)},
-                                                                 {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
-      dx = to_plain(out, pd.diff_src_desc(), {s.n, s.in, s.h, s.w});
+      const torch::Tensor flipped = weight.transpose(0, 1).flip({2, 3}).contiguous();
+      dx = banded_forward(bands_for(dy, out, in), dy, flipped, torch::zeros({in}, dy.options()));
     }
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      const auto& pd = k.weight_grad_pd;
-      const torch::Tensor g_w = relayout(g, k.input_grad_pd.diff_dst_desc(), pd.diff_dst_desc());
-      const torch::Tensor out = buffer(pd.diff_weights_desc());
-      db = torch::empty({s.out}, torch::TensorOptions().dtype(torch::kFloat32));
-      dnnl::convolution_backward_weights(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), ctx->saved_data["input"].toTensor())},
-                                                                    {DNNL_ARG_DIFF_DST, view(pd.diff_dst_desc(), g_w)},
-                                                                    {DNNL_ARG_DIFF_WEIGHTS, view(pd.diff_weights_desc(), out)},
-                                                                    {DNNL_ARG_DIFF_BIAS, view(plain({s.out}, Tag::x), db)},
-                                                                    {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
-      dw = to_plain(out, pd.diff_weights_desc(), {s.out, s.in, 3, 3});
+      std::tie(dw, db) = banded_weight_grad(bands_for(dy, in, out), x, dy, weight.sizes());
       if (!ctx->needs_input_grad(1)) dw = torch::Tensor();
       if (!ctx->needs_input_grad(2)) db = torch::Tensor();
     }
-    return {torch::Tensor(), dx, dw, db};  // nothing for the kernels argument
+    return {dx, dw, db};
   }
 };
 
 bool cpu_has_winograd() {
-  static const bool available = kernels_for({1, 16, 16, 16, 16}) != nullptr;
+  static const bool available = kernels_for({1, 16, 16, 16, 16, 1, 1}) != nullptr;
   return available;
 }
 
-// The kernels for this convolution, or null where the Winograd path does not apply to it.
-const Kernels* applicable_kernels(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return nullptr;
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return nullptr;
-  if (autocast_active(x.device())) return nullptr;  // autocast computes convolutions in bf16: its kernels, not these
-  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return nullptr;
-  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return nullptr;
-  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return nullptr;
-  return kernels_for(shape_of(x, weight));
+// Whether the Winograd path takes this convolution: forward, and the input gradient's convolution
+// with the channels swapped.
+bool applicable(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return false;
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return false;
+  if (autocast_active(x.device())) return false;  // autocast computes convolutions in bf16: its kernels, not these
+  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return false;
+  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return false;
+  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return false;
+  const int64_t n = x.size(0), in = x.size(1), out = weight.size(0), h = x.size(2), w = x.size(3);
+  return kernels_for({n, in, out, h, w, 1, 1}) && kernels_for({n, out, in, h, w, 1, 1});
 }
 
-torch::Tensor convolve(const Kernels& kernels, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+torch::Tensor convolve(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const bool differentiable = torch::GradMode::is_enabled() &&
                               (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
   const torch::Tensor b = bias.defined() ? bias : torch::zeros({weight.size(0)}, x.options());  // a layer without bias adds 0
-  if (differentiable) return WinogradConvolution::apply(&kernels, x, weight, b);
-  return run_forward(kernels, x, weight, b, /*keep_input=*/false).y;
+  if (differentiable) return WinogradConvolution::apply(x, weight, b);
+  return banded_forward(bands_for(x, x.size(1), weight.size(0)), x.contiguous(), weight.contiguous(), b.contiguous());
 }
 #endif
 
@@ -269,13 +317,20 @@ void set_convolution_algorithm(ConvolutionAlgorithm algorithm) {
 
 ConvolutionAlgorithm convolution_algorithm() { return algorithm_setting(); }
 
+void set_winograd_band_bytes(int64_t bytes) {
+  if (bytes <= 0) throw Error("the Winograd band size must be positive, got " + std::to_string(bytes) + " bytes");
+  band_bytes = bytes;
+}
+
+int64_t winograd_band_bytes() { return band_bytes; }
+
 std::string convolution_algorithm_name() {
   return convolution_algorithm() == ConvolutionAlgorithm::winograd ? "Winograd" : "direct";
 }
 
 bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 #ifdef VAVAE_WITH_ONEDNN
-  return applicable_kernels(x, weight) != nullptr;
+  return applicable(x, weight);
 #else
   return false;
 #endif
@@ -283,11 +338,10 @@ bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 
 torch::Tensor winograd_conv3x3(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
 #ifdef VAVAE_WITH_ONEDNN
-  const Kernels* kernels = applicable_kernels(x, weight);
-  if (!kernels)
+  if (!applicable(x, weight))
     throw Error("winograd_conv3x3: no Winograd kernel for input " + shape_string(x.sizes()) + " and weight " +
                 shape_string(weight.sizes()));
-  return convolve(*kernels, x, weight, bias);
+  return convolve(x, weight, bias);
 #else
   throw Error("winograd_conv3x3: this build has no oneDNN");
 #endif
@@ -301,8 +355,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
                              !o.transposed() && torch::enumtype::get_enum_name(o.padding_mode()) == "kZeros" &&
                              _reversed_padding_repeated_twice == std::vector<int64_t>{1, 1, 1, 1};
 #ifdef VAVAE_WITH_ONEDNN
-  if (same_size_3x3)
-    if (const Kernels* kernels = applicable_kernels(x, weight)) return convolve(*kernels, x, weight, bias);
+  if (same_size_3x3 && applicable(x, weight)) return convolve(x, weight, bias);
 #endif
   return torch::nn::Conv2dImpl::forward(x);
 }

@@ -24,6 +24,13 @@ ConvolutionAlgorithm convolution_algorithm();
 bool winograd_available();
 std::string convolution_algorithm_name();
 
+// Layers run in bands of output rows whose input (with its one-row halo) takes at most about this
+// many bytes (at least 8 rows): the kernels' scratchpad is about 4.5x the input they see, 150 MB
+// for a whole f16d32 layer at 256 px. Results agree with one band to float32 rounding.
+constexpr int64_t kDefaultWinogradBandBytes = int64_t{4} << 20;
+void set_winograd_band_bytes(int64_t bytes);
+int64_t winograd_band_bytes();
+
 // Winograd convolution, 3x3, stride 1, padding 1: x [N, C, H, W], weight [O, C, 3, 3], bias [O]
 // or undefined -> [N, O, H, W], differentiable in all three. Throws where winograd_applies is false.
 torch::Tensor winograd_conv3x3(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);

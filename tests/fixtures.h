@@ -11,6 +11,7 @@
 
 #include "test_paths.h"
 
+#include "vavae/common/error.h"
 #include "vavae/common/runtime.h"
 #include "vavae/io/safetensors.h"
 #include "vavae/nn/convolution.h"
@@ -81,6 +82,19 @@ inline std::string scratch_dir(const std::string& name) {
   std::string dir = scratch_root() + "/" + name;
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// Runs `fn`, expecting a vavae::Error whose one-line message contains every `needle`.
+template <typename Fn>
+void expect_error(Fn&& fn, std::initializer_list<std::string> needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+  }
 }
 
 struct Tolerance {

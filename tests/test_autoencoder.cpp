@@ -89,6 +89,34 @@ TEST_F(AutoencoderFixture, ReproducesEncoderPosteriorAndDecoder) {
   EXPECT_TRUE(all_close(posterior.kl(), ref("kl"), tol("kl")));
 }
 
+// Built with one half, the model holds only that half's tensors, loads them from the whole
+// checkpoint and computes what the whole model does; the missing half is a clear error.
+TEST_F(AutoencoderFixture, EncoderOrDecoderAloneLoadsAndRunsItsHalf) {
+  torch::NoGradGuard no_grad;
+  const io::WeightFile weights = io::read_weights(fixture("autoencoder/weights.safetensors"));
+  nn::AutoencoderKL encoder_only(config, nn::AutoencoderParts::encoder), decoder_only(config, nn::AutoencoderParts::decoder);
+  for (auto* half : {&encoder_only, &decoder_only}) {
+    const io::LoadReport report = io::load_into(**half, weights);
+    EXPECT_TRUE(report.missing.empty());
+    (*half)->eval();
+    (*half)->to(test_device());
+  }
+  const auto names_start_with = [](const nn::AutoencoderKL& m, const std::vector<std::string>& prefixes) {
+    for (const auto& [name, tensor] : io::state_dict(*m))
+      if (std::none_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return name.rfind(p, 0) == 0; })) return false;
+    return true;
+  };
+  EXPECT_TRUE(names_start_with(encoder_only, {"encoder.", "quant_conv."}));
+  EXPECT_TRUE(names_start_with(decoder_only, {"decoder.", "post_quant_conv."}));
+  EXPECT_EQ(io::state_dict(*encoder_only).size() + io::state_dict(*decoder_only).size(), io::state_dict(*model).size());
+
+  const torch::Tensor x = ref("x"), z = ref("z");
+  EXPECT_TRUE(torch::equal(encoder_only->encode_moments(x), model->encode_moments(x)));
+  EXPECT_TRUE(torch::equal(decoder_only->decode(z), model->decode(z)));
+  expect_error([&] { decoder_only->encode_moments(x); }, {"without its encoder"});
+  expect_error([&] { encoder_only->decode(z); }, {"without its decoder"});
+}
+
 TEST_F(AutoencoderFixture, SampleDrawsUpstreamNoiseFromTheSeededCpuGenerator) {
   torch::NoGradGuard no_grad;
   const auto cfg = read_json("autoencoder/config.json");

@@ -24,19 +24,6 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   out << header << data;
 }
 
-// Runs `fn`, expecting a vavae::Error whose one-line message contains every `needle`.
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
-
 TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
   const std::string path = scratch_dir("st") + "/all.safetensors";
   torch::manual_seed(0);

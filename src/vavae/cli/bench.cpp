@@ -32,6 +32,7 @@ struct BenchOptions {
   std::string data;  // loader: a folder of images
   bool jpeg_dct_scaling = false;
   std::string mixed_precision = "no";  // train-step, encode, decode: no or bf16 autocast (as trainer.mixed_precision)
+  double winograd_band_mib = 0;        // > 0: the Winograd band size (nn::set_winograd_band_bytes)
   RuntimeOptions runtime;
 };
 
@@ -223,10 +224,12 @@ void run_bench(const BenchOptions& o) {
   if (o.resolution % config.downsample_factor() != 0)
     throw Error("--res " + std::to_string(o.resolution) + " is not divisible by " + std::to_string(config.downsample_factor()));
   const Precision precision = parse_precision(o.mixed_precision, device, "--mixed-precision");
+  if (o.winograd_band_mib > 0) nn::set_winograd_band_bytes(static_cast<int64_t>(o.winograd_band_mib * (1 << 20)));
   torch::manual_seed(0);
   if (o.what == "train-step") return run_train_step_bench(o, config, device, precision);
   if (o.what == "vf-loss") return run_vf_loss_bench(o, device);
-  nn::AutoencoderKL model(config);
+  // The half it runs, as the encode, extract-latents and decode commands build it.
+  nn::AutoencoderKL model(config, o.what == "encode" ? nn::AutoencoderParts::encoder : nn::AutoencoderParts::decoder);
   model->to(device);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -261,6 +264,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--explicit-gram", o->explicit_gram, "vf-loss: upstream's full N x N Gram matrices (for comparison)");
   cmd->add_option("--mixed-precision", o->mixed_precision, "train-step, encode, decode: no, bf16 or auto (as trainer.mixed_precision)")
       ->capture_default_str();
+  cmd->add_option("--winograd-band-mib", o->winograd_band_mib, "train-step, encode, decode: the Winograd band size in MiB (default 4)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--disc-start", o->disc_start, "train-step: GAN start (default 0: the steady state; large: the phase before it)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--res", o->resolution, "image resolution (dit-step: latent size)")->capture_default_str()->check(CLI::PositiveNumber);

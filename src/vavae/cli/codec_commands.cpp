@@ -87,7 +87,7 @@ nlohmann::json file_list(const std::vector<std::string>& files) {
 void run_encode(const ModelOptions& model_opts, ImageInput in, const RuntimeOptions& rt, const std::string& output, bool mode,
                 uint64_t seed) {
   const torch::Device device = apply_runtime_options(rt);
-  nn::AutoencoderKL model = load_autoencoder(model_opts, device);
+  nn::AutoencoderKL model = load_autoencoder(model_opts, device, nn::AutoencoderParts::encoder);
   const auto files = resolve_images(in, model->config);
   at::Generator generator = at::detail::createCPUGenerator(seed);
   const Posteriors p = encode_all(model, files, in, device, mode, generator, nullptr);
@@ -104,7 +104,7 @@ void run_encode(const ModelOptions& model_opts, ImageInput in, const RuntimeOpti
 void run_decode(const ModelOptions& model_opts, const std::string& input, const std::string& key, const std::string& output,
                 int64_t batch_size, const RuntimeOptions& rt) {
   const torch::Device device = apply_runtime_options(rt);
-  nn::AutoencoderKL model = load_autoencoder(model_opts, device);
+  nn::AutoencoderKL model = load_autoencoder(model_opts, device, nn::AutoencoderParts::decoder);
   io::SafetensorsReader latents(input);
   const torch::Tensor z = latents.tensor(key);
   if (z.dim() != 4 || z.size(1) != model->config.embed_dim)

@@ -25,7 +25,9 @@ struct ModelOptions {
 void add_model_options(CLI::App& app, ModelOptions& options);
 // Builds the autoencoder from the config, loads the weights (reporting what was ignored on
 // stderr), moves it to `device` and switches to eval mode.
-nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device);
+// The model of --config with the weights of --weights (keys of the halves not built are skipped).
+nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device,
+                                   nn::AutoencoderParts parts = nn::AutoencoderParts::both);
 
 // Encoded-image batches: runs `fn(first_index, batch)` over chunks of at most `batch_size`.
 template <typename Fn>

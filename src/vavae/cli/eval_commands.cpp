@@ -111,7 +111,7 @@ void add_extract_latents_command(CLI::App& app) {
     if (run_as_local_ranks(o->dist.nproc)) return;
     const auto [device, group] = join_ranks(o->runtime, o->dist);
     o->extract.rank = group->rank(), o->extract.world_size = group->size();
-    nn::AutoencoderKL model = load_autoencoder(o->model, device);
+    nn::AutoencoderKL model = load_autoencoder(o->model, device, nn::AutoencoderParts::encoder);
     data::extract_latents(*model, o->extract, device);
     group->barrier();  // every rank's shards are written
     if (!o->stats || !group->is_root()) return;

@@ -77,8 +77,8 @@ RankContext join_ranks(const RuntimeOptions& runtime, const DistOptions& options
   return r;
 }
 
-nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device) {
-  nn::AutoencoderKL model(config::load_autoencoder_config(options.config));
+nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device, nn::AutoencoderParts parts) {
+  nn::AutoencoderKL model(config::load_autoencoder_config(options.config), parts);
   const io::WeightFile weights = io::read_weights(options.weights);
   io::LoadOptions load;
   load.partial = options.partial;

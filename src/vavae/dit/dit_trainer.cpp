@@ -95,7 +95,8 @@ io::WeightFile read_dit_weights(const std::string& path) {
 
 nn::AutoencoderKL load_tokenizer(const config::DiTConfig& c, torch::Device device) {
   if (c.vae_weights.empty()) return nullptr;
-  nn::AutoencoderKL tokenizer(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config));
+  nn::AutoencoderKL tokenizer(config::load_autoencoder_config(c.vae_config.empty() ? c.vae_weights : c.vae_config),
+                              nn::AutoencoderParts::decoder);  // it decodes samples only
   io::load_into(*tokenizer, io::read_weights(c.vae_weights));
   tokenizer->to(device);
   tokenizer->eval();

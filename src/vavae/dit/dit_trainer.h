@@ -54,8 +54,8 @@ LightningDiTConfig model_config_for(const config::DiTConfig& config, int64_t cha
 // upstream's checkpoint .pt (its 'ema' dict, through the safe reader). io::load_into checks them.
 io::WeightFile read_dit_weights(const std::string& path);
 
-// The config's tokenizer (vae.config, else vae.weights' own config; vae.weights), in eval mode on
-// `device`; undefined when vae.weights is empty.
+// The config's tokenizer, decoder only (vae.config, else vae.weights' own config; vae.weights), in
+// eval mode on `device`; undefined when vae.weights is empty.
 nn::AutoencoderKL load_tokenizer(const config::DiTConfig& config, torch::Device device);
 
 // Decodes normalised-space samples with the tokenizer into images.

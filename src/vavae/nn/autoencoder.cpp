@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "vavae/common/error.h"
+
 namespace vavae::nn {
 namespace {
 
@@ -192,18 +194,28 @@ torch::Tensor DiagonalGaussian::kl() const {
   return 0.5 * torch::sum(torch::pow(mean, 2) + var - 1.0 - logvar, {1, 2, 3});
 }
 
-AutoencoderKLImpl::AutoencoderKLImpl(const AutoencoderConfig& c) : config(c) {
-  encoder = register_module("encoder", Encoder(c));
-  decoder = register_module("decoder", Decoder(c));
-  const int64_t moments_in = c.double_z ? 2 * c.z_channels : c.z_channels;
-  quant_conv = register_module("quant_conv", conv(moments_in, 2 * c.embed_dim, 1));
-  post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
+AutoencoderKLImpl::AutoencoderKLImpl(const AutoencoderConfig& c, AutoencoderParts parts) : config(c) {
+  if (parts != AutoencoderParts::decoder) {
+    encoder = register_module("encoder", Encoder(c));
+    const int64_t moments_in = c.double_z ? 2 * c.z_channels : c.z_channels;
+    quant_conv = register_module("quant_conv", conv(moments_in, 2 * c.embed_dim, 1));
+  }
+  if (parts != AutoencoderParts::encoder) {
+    decoder = register_module("decoder", Decoder(c));
+    post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
+  }
 }
 
 // Both return their input's dtype: under bf16 autocast the last convolution gives bf16, and the
 // posterior, the KL and the losses are computed in fp32.
-torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) { return quant_conv(encoder(x)).to(x.scalar_type()); }
+torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) {
+  if (!encoder) throw Error("this autoencoder was built without its encoder (decoding only)");
+  return quant_conv(encoder(x)).to(x.scalar_type());
+}
 
-torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) { return decoder(post_quant_conv(z)).to(z.scalar_type()); }
+torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
+  if (!decoder) throw Error("this autoencoder was built without its decoder (encoding only)");
+  return decoder(post_quant_conv(z)).to(z.scalar_type());
+}
 
 }  // namespace vavae::nn

@@ -109,8 +109,12 @@ struct DiagonalGaussian {
   torch::Tensor kl() const;  // [B]: 0.5 * sum_{C,H,W}(mean^2 + var - 1 - logvar)
 };
 
+// The halves a model is built with: encoding alone (encode, extract-latents) needs no decoder, and
+// decoding alone (decode, generation) no encoder; their weights are then neither allocated nor read.
+enum class AutoencoderParts { both, encoder, decoder };
+
 struct AutoencoderKLImpl : torch::nn::Module {
-  explicit AutoencoderKLImpl(const AutoencoderConfig& c);
+  explicit AutoencoderKLImpl(const AutoencoderConfig& c, AutoencoderParts parts = AutoencoderParts::both);
   torch::Tensor encode_moments(const torch::Tensor& x);  // [B, 3, H, W] -> [B, 2E, H/f, W/f]
   DiagonalGaussian encode(const torch::Tensor& x) { return DiagonalGaussian(encode_moments(x)); }
   torch::Tensor decode(const torch::Tensor& z);          // [B, E, h, w] -> [B, 3, h*f, w*f]

@@ -170,6 +170,34 @@ TEST_F(AutoencoderFixture, AnySizeDivisibleByTheDownsamplingFactorRuns) {
   EXPECT_EQ(model->decode(p.mode()).sizes(), x.sizes());
 }
 
+// The fused normalisation + SiLU is silu(group_norm(x)) forward and backward (in float64, where
+// rounding cannot hide a wrong formula), with and without autograd.
+TEST(GroupNormSiLU, IsSiluOfGroupNormForwardAndBackward) {
+  torch::manual_seed(0);
+  const auto options = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(4, 12).eps(1e-6));
+  norm->to(torch::kFloat64);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.normal_(1.0, 0.5);
+    norm->bias.normal_(0.0, 0.5);
+  }
+  const torch::Tensor x0 = torch::randn({3, 12, 5, 7}, options) * 2 + 0.5, dy = torch::randn({3, 12, 5, 7}, options);
+  const auto run = [&](bool fused) {
+    const torch::Tensor x = x0.clone().requires_grad_(true);
+    norm->zero_grad();
+    const torch::Tensor y = fused ? nn::group_norm_silu(norm, x) : torch::silu(norm(x));
+    (y * dy).sum().backward();
+    return std::vector<torch::Tensor>{y.detach(), x.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
+  };
+  const auto fused = run(true), reference = run(false);
+  const char* names[] = {"output", "input gradient", "weight gradient", "bias gradient"};
+  for (size_t i = 0; i < fused.size(); ++i)
+    EXPECT_TRUE(all_close(fused[i], reference[i], {1e-12, 1e-10})) << names[i];
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(all_close(nn::group_norm_silu(norm, x0), reference[0], {1e-12, 1e-10})) << "without autograd";
+}
+
 TEST(AutoencoderConfig, ReadsAllThreeLayoutsAndNamesBadKeys) {
   const std::string dir = scratch_dir("config");
   auto write = [&](const std::string& name, const std::string& text) {

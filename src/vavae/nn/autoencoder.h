@@ -109,6 +109,10 @@ struct DiagonalGaussian {
   torch::Tensor kl() const;  // [B]: 0.5 * sum_{C,H,W}(mean^2 + var - 1 - logvar)
 };
 
+// silu(norm(x)), the normalisation followed by the nonlinearity in every block: backward keeps x
+// and the group statistics, not the normalised activations.
+torch::Tensor group_norm_silu(torch::nn::GroupNorm& norm, const torch::Tensor& x);
+
 // The halves a model is built with: encoding alone (encode, extract-latents) needs no decoder, and
 // decoding alone (decode, generation) no encoder; their weights are then neither allocated nor read.
 enum class AutoencoderParts { both, encoder, decoder };

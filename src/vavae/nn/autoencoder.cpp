@@ -243,15 +243,13 @@ torch::Tensor DiagonalGaussian::kl() const {
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(const AutoencoderConfig& c, AutoencoderParts parts) : config(c) {
-  if (parts != AutoencoderParts::decoder) {
-    encoder = register_module("encoder", Encoder(c));
-    const int64_t moments_in = c.double_z ? 2 * c.z_channels : c.z_channels;
-    quant_conv = register_module("quant_conv", conv(moments_in, 2 * c.embed_dim, 1));
-  }
-  if (parts != AutoencoderParts::encoder) {
-    decoder = register_module("decoder", Decoder(c));
-    post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
-  }
+  // Registered in upstream's state_dict order: encoder, decoder, quant_conv, post_quant_conv.
+  const bool with_encoder = parts != AutoencoderParts::decoder, with_decoder = parts != AutoencoderParts::encoder;
+  if (with_encoder) encoder = register_module("encoder", Encoder(c));
+  if (with_decoder) decoder = register_module("decoder", Decoder(c));
+  const int64_t moments_in = c.double_z ? 2 * c.z_channels : c.z_channels;
+  if (with_encoder) quant_conv = register_module("quant_conv", conv(moments_in, 2 * c.embed_dim, 1));
+  if (with_decoder) post_quant_conv = register_module("post_quant_conv", conv(c.embed_dim, c.z_channels, 1));
 }
 
 // Both return their input's dtype: under bf16 autocast the last convolution gives bf16, and the

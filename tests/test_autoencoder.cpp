@@ -102,8 +102,10 @@ TEST_F(AutoencoderFixture, EncoderOrDecoderAloneLoadsAndRunsItsHalf) {
     (*half)->to(test_device());
   }
   const auto names_start_with = [](const nn::AutoencoderKL& m, const std::vector<std::string>& prefixes) {
-    for (const auto& [name, tensor] : io::state_dict(*m))
+    for (const auto& entry : io::state_dict(*m)) {
+      const std::string& name = entry.first;
       if (std::none_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return name.rfind(p, 0) == 0; })) return false;
+    }
     return true;
   };
   EXPECT_TRUE(names_start_with(encoder_only, {"encoder.", "quant_conv."}));

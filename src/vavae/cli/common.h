@@ -23,9 +23,8 @@ struct ModelOptions {
   bool partial = false;
 };
 void add_model_options(CLI::App& app, ModelOptions& options);
-// Builds the autoencoder from the config, loads the weights (reporting what was ignored on
-// stderr), moves it to `device` and switches to eval mode.
-// The model of --config with the weights of --weights (keys of the halves not built are skipped).
+// Builds the autoencoder (its `parts`) from the config, loads the weights (reporting what was
+// ignored, the other half's keys included, on stderr), moves it to `device` and switches to eval mode.
 nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device device,
                                    nn::AutoencoderParts parts = nn::AutoencoderParts::both);
 

@@ -22,6 +22,13 @@ Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t
   return Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
 }
 
+// group_norm(x) of a contiguous x, with the per-(sample, group) mean and 1/std.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> normalize_groups(const torch::Tensor& x, const torch::Tensor& weight,
+                                                                        const torch::Tensor& bias, int64_t groups, double eps) {
+  const int64_t n = x.size(0), c = x.size(1);
+  return torch::native_group_norm(x, weight, bias, n, c, x.numel() / (n * c), groups, eps);
+}
+
 // silu(group_norm(x)) whose backward recomputes the normalised activations from x and the group
 // statistics instead of keeping them: one activation-sized tensor less per block for the whole
 // step (about 500 MB of an f16d32 step at 256 px), for one element-wise pass in backward.
@@ -52,11 +59,6 @@ struct GroupNormSiLU : torch::autograd::Function<GroupNormSiLU> {
     return {dx, dweight, dbias, torch::Tensor(), torch::Tensor()};
   }
 
-  static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> normalize_groups(const torch::Tensor& x, const torch::Tensor& weight,
-                                                                                 const torch::Tensor& bias, int64_t groups, double eps) {
-    const int64_t n = x.size(0), c = x.size(1);
-    return torch::native_group_norm(x, weight, bias, n, c, x.numel() / (n * c), groups, eps);
-  }
 };
 
 }  // namespace
@@ -68,7 +70,7 @@ torch::Tensor group_norm_silu(torch::nn::GroupNorm& norm, const torch::Tensor& x
   const auto& o = norm->options;
   const bool differentiable = torch::GradMode::is_enabled() && (input.requires_grad() || norm->weight.requires_grad());
   if (differentiable) return GroupNormSiLU::apply(input, norm->weight, norm->bias, o.num_groups(), o.eps());
-  torch::Tensor out = std::get<0>(GroupNormSiLU::normalize_groups(input.contiguous(), norm->weight, norm->bias, o.num_groups(), o.eps()));
+  torch::Tensor out = std::get<0>(normalize_groups(input.contiguous(), norm->weight, norm->bias, o.num_groups(), o.eps()));
   return torch::silu_(out);
 }
 

@@ -41,7 +41,6 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// The three primitives of one convolution shape (their scratchpad: `scratchpad` below).
 // The primitives of one band geometry (their scratchpad: `scratchpad` below). The input gradient is
 // the forward convolution of the output gradient with the transposed, flipped weights.
 struct Kernels {
@@ -233,13 +232,13 @@ std::vector<Band> bands_for(const torch::Tensor& x, int64_t in, int64_t out) {
 }
 
 struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const std::vector<Band>* bands, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias) {
     const torch::Tensor x_plain = x.contiguous();
     // The weight gradient reads the input; an input gradient alone needs only the weights.
     const bool keep_input = weight.requires_grad() || bias.requires_grad();
     ctx->save_for_backward({keep_input ? x_plain : torch::Tensor(), weight});
-    return banded_forward(bands_for(x, x.size(1), weight.size(0)), x_plain, weight.contiguous(), bias.contiguous());
+    return banded_forward(*bands, x_plain, weight.contiguous(), bias.contiguous());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
@@ -258,7 +257,7 @@ struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
       if (!ctx->needs_input_grad(1)) dw = torch::Tensor();
       if (!ctx->needs_input_grad(2)) db = torch::Tensor();
     }
-    return {dx, dw, db};
+    return {torch::Tensor(), dx, dw, db};  // nothing for the bands argument
   }
 };
 
@@ -267,25 +266,26 @@ bool cpu_has_winograd() {
   return available;
 }
 
-// Whether the Winograd path takes this convolution: forward, and the input gradient's convolution
-// with the channels swapped.
-bool applicable(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return false;
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return false;
-  if (autocast_active(x.device())) return false;  // autocast computes convolutions in bf16: its kernels, not these
-  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return false;
-  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return false;
-  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return false;
+// The forward bands of this convolution; none where the Winograd path does not take it (including
+// when the input gradient's convolution, the channels swapped, has no kernel).
+std::vector<Band> winograd_bands(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return {};
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || weight.scalar_type() != torch::kFloat32) return {};
+  if (autocast_active(x.device())) return {};  // autocast computes convolutions in bf16: its kernels, not these
+  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return {};
+  if (x.size(2) < kMinWinogradSide || x.size(3) < kMinWinogradSide) return {};
+  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return {};
   const int64_t n = x.size(0), in = x.size(1), out = weight.size(0), h = x.size(2), w = x.size(3);
-  return kernels_for({n, in, out, h, w, 1, 1}) && kernels_for({n, out, in, h, w, 1, 1});
+  if (!kernels_for({n, out, in, h, w, 1, 1})) return {};
+  return bands_of(n, in, out, h, w);
 }
 
-torch::Tensor convolve(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+torch::Tensor convolve(const std::vector<Band>& bands, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const bool differentiable = torch::GradMode::is_enabled() &&
                               (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
   const torch::Tensor b = bias.defined() ? bias : torch::zeros({weight.size(0)}, x.options());  // a layer without bias adds 0
-  if (differentiable) return WinogradConvolution::apply(x, weight, b);
-  return banded_forward(bands_for(x, x.size(1), weight.size(0)), x.contiguous(), weight.contiguous(), b.contiguous());
+  if (differentiable) return WinogradConvolution::apply(&bands, x, weight, b);
+  return banded_forward(bands, x.contiguous(), weight.contiguous(), b.contiguous());
 }
 #endif
 
@@ -332,7 +332,7 @@ std::string convolution_algorithm_name() {
 
 bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 #ifdef VAVAE_WITH_ONEDNN
-  return applicable(x, weight);
+  return !winograd_bands(x, weight).empty();
 #else
   return false;
 #endif
@@ -340,10 +340,11 @@ bool winograd_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 
 torch::Tensor winograd_conv3x3(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
 #ifdef VAVAE_WITH_ONEDNN
-  if (!applicable(x, weight))
+  const std::vector<Band> bands = winograd_bands(x, weight);
+  if (bands.empty())
     throw Error("winograd_conv3x3: no Winograd kernel for input " + shape_string(x.sizes()) + " and weight " +
                 shape_string(weight.sizes()));
-  return convolve(x, weight, bias);
+  return convolve(bands, x, weight, bias);
 #else
   throw Error("winograd_conv3x3: this build has no oneDNN");
 #endif
@@ -357,7 +358,8 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
                              !o.transposed() && torch::enumtype::get_enum_name(o.padding_mode()) == "kZeros" &&
                              _reversed_padding_repeated_twice == std::vector<int64_t>{1, 1, 1, 1};
 #ifdef VAVAE_WITH_ONEDNN
-  if (same_size_3x3 && applicable(x, weight)) return convolve(x, weight, bias);
+  if (same_size_3x3)
+    if (const std::vector<Band> bands = winograd_bands(x, weight); !bands.empty()) return convolve(bands, x, weight, bias);
 #endif
   return torch::nn::Conv2dImpl::forward(x);
 }

@@ -219,7 +219,9 @@ TEST(DataParallel, TwoRanksWithGlobalAdaptiveWeightsEqualOneProcessOfTwiceTheBat
   const auto dw_two = d_weights(two), dw_one = d_weights(one);
   ASSERT_EQ(dw_two.size(), 8u);
   ASSERT_EQ(dw_one.size(), 8u);
-  for (size_t i = 0; i < 8; ++i) EXPECT_NEAR(dw_two[i], dw_one[i], 1e-5 * dw_one[i]) << "step " << i + 1;
+  // To 1e-5 while the weights differ only by summation order (through step 5, the GAN's first);
+  // later d_weights follow the weights' amplified drift (above), to 1e-4.
+  for (size_t i = 0; i < 8; ++i) EXPECT_NEAR(dw_two[i], dw_one[i], (i < 5 ? 1e-5 : 1e-4) * dw_one[i]) << "step " << i + 1;
   // Upstream's per-rank adaptive weights: each rank's own d_weight (rank 0's is logged), another
   // number than the global batch's; it acts only from disc_start, so the weights agree before it.
   const auto dw_local = d_weights(local);

@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
     // operands to 10-bit mantissas, 1e-3 relative, far outside their tolerances.
     at::globalContext().setAllowTF32CuDNN(false);
     at::globalContext().setAllowTF32CuBLAS(false);
+    // Runs that the tests compare (a resumed run with an uninterrupted one, two schedules' first
+    // steps) must take the same convolution algorithms: cuDNN's fastest ones sum in any order.
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
   }
   return RUN_ALL_TESTS();
 }

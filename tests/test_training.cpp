@@ -243,7 +243,11 @@ TEST(Training, CosineScheduleLowersTheLearningRateOverTheRun) {
   for (const auto& line : train_lines(run("constant", 8).second)) EXPECT_EQ(line.at("lr").get<double>(), base);
 
   auto weight = [](const std::string& out) { return io::SafetensorsReader(out + "/autoencoder.safetensors").tensor("encoder.conv_in.weight"); };
-  EXPECT_TRUE(torch::equal(weight(run("cosine", 1).second), weight(run("constant", 1).second))) << "factor 1 at the first step";
+  // Adam's first step moves every weight by about lr, so a factor below 1 would show at that scale;
+  // the CPU kernels are deterministic, CUDA's atomics may round the same sum apart.
+  const double first_step_tolerance = test_device().is_cpu() ? 0.0 : 1e-3 * base;
+  const torch::Tensor first_cosine = weight(run("cosine", 1).second), first_constant = weight(run("constant", 1).second);
+  EXPECT_LE((first_cosine - first_constant).abs().max().item<double>(), first_step_tolerance) << "factor 1 at the first step";
   const torch::Tensor start = weight(run("constant", 1).second);  // the same first step in every run
   const double moved_cosine = (weight(cosine) - start).norm().item<double>();
   const double moved_constant = (weight(dir + "/constant8") - start).norm().item<double>();

@@ -17,7 +17,7 @@ namespace {
 // sqrt of a symmetric positive semi-definite matrix through its eigen-decomposition (negative
 // eigenvalues from rounding are clamped to 0).
 torch::Tensor symmetric_sqrt(const torch::Tensor& m) {
-  const auto [values, vectors] = torch::linalg::eigh(0.5 * (m + m.transpose(0, 1)), "L");
+  const auto [values, vectors] = torch::linalg_eigh(0.5 * (m + m.transpose(0, 1)), "L");
   return torch::matmul(vectors * values.clamp_min(0).sqrt().unsqueeze(0), vectors.transpose(0, 1));
 }
 
@@ -103,7 +103,7 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
   const torch::Tensor diff = a.mu.to(torch::kFloat64) - b.mu.to(torch::kFloat64);
   const torch::Tensor root1 = symmetric_sqrt(s1);
   const torch::Tensor inner = torch::matmul(torch::matmul(root1, s2), root1);
-  const torch::Tensor eigen = torch::linalg::eigvalsh(0.5 * (inner + inner.transpose(0, 1)), "L");
+  const torch::Tensor eigen = torch::linalg_eigvalsh(0.5 * (inner + inner.transpose(0, 1)), "L");
   const double trace_sqrt = eigen.clamp_min(0).sqrt().sum().item<double>();
   return diff.dot(diff).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() - 2 * trace_sqrt;
 }

@@ -52,7 +52,7 @@ Spectrum covariance_spectrum(const torch::Tensor& vectors) {
   const torch::Tensor x = vectors.to(torch::kFloat64);
   const torch::Tensor centered = x - x.mean(0, true);
   const torch::Tensor covariance = torch::matmul(centered.t(), centered) / static_cast<double>(x.size(0) - 1);
-  const torch::Tensor values = std::get<0>(torch::linalg::eigh(covariance, "L")).flip(0).clamp_min(0);
+  const torch::Tensor values = std::get<0>(torch::linalg_eigh(covariance, "L")).flip(0).clamp_min(0);
   Spectrum s{values, 0.0};
   const double total = values.sum().item<double>();
   if (total <= 0) return s;
@@ -74,7 +74,7 @@ torch::Tensor tsne(const torch::Tensor& points, const TsneOptions& o) {
 
   // PCA initialisation, first component scaled to std 1e-4.
   const torch::Tensor centered = x - x.mean(0, true);
-  const auto svd = torch::linalg::svd(centered, false, c10::nullopt);
+  const auto svd = torch::linalg_svd(centered, /*full_matrices=*/false);
   torch::Tensor y = torch::matmul(centered, std::get<2>(svd).slice(0, 0, 2).t());
   y = y / y.select(1, 0).std(false) * 1e-4;
 
@@ -102,8 +102,8 @@ torch::Tensor gaussian_kde_at_points(const torch::Tensor& points) {
   const torch::Tensor centered = x - x.mean(0, true);
   const double factor = std::pow(static_cast<double>(n), -1.0 / static_cast<double>(d + 4));  // Scott's rule
   const torch::Tensor covariance = torch::matmul(centered.t(), centered) / static_cast<double>(n - 1) * (factor * factor);
-  const torch::Tensor chol = torch::linalg::cholesky(covariance);
-  const torch::Tensor whitened = torch::linalg::solve_triangular(chol, x.t(), /*upper=*/false, /*left=*/true, /*unitriangular=*/false).t();
+  const torch::Tensor chol = torch::linalg_cholesky(covariance);
+  const torch::Tensor whitened = torch::linalg_solve_triangular(chol, x.t(), /*upper=*/false, /*left=*/true, /*unitriangular=*/false).t();
   const double norm = std::pow(2 * M_PI, static_cast<double>(d) / 2.0) * chol.diagonal().prod().item<double>();
   return torch::exp(-0.5 * squared_distances(whitened)).mean(1) / norm;
 }

@@ -26,6 +26,6 @@ need_python() {
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 'nan'))" "$1" "$2"; }
+field() { "${BENCH_PYTHON:-/usr/bin/python3}" -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 'nan'))" "$1" "$2"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

@@ -21,7 +21,7 @@ peak=$(field "$(/usr/bin/python3 "$ref" peak --threads "$threads" | tail -n 1)" 
 # name | subcommand | config | res | batch | steps | vavae-only flags | reference-only flags | bf16
 # (before disc_start the original still runs all of its GAN passes and multiplies them by 0: the
 # reference's full step is what it does then). bf16 rows: both sides under bf16 autocast (the
-# reference through bench/torch_ref_bf16.py), run where the CPU computes bf16 natively.
+# reference through bench/torch_ref_on.py), run where the CPU computes bf16 natively.
 cases=(
   "train_tiny|train-step|tiny|32|8|7|--disc-start 0|"
   "train_small|train-step|small|64|4|5|--disc-start 0|"
@@ -44,7 +44,7 @@ worst_rss=0
 for c in "${cases[@]}"; do
   IFS='|' read -r name what config res batch steps vflags tflags bf16 <<<"$c"
   case_ref=$ref
-  [ -n "$bf16" ] && case_ref=bench/torch_ref_bf16.py
+  [ -n "$bf16" ] && case_ref=bench/torch_ref_on.py
   [ "$quick" -eq 1 ] && steps=2
   common=(--config "$config" --batch "$batch" --res "$res" --steps "$steps" --threads "$threads")
   warm=()
@@ -52,7 +52,7 @@ for c in "${cases[@]}"; do
   t_ips=() v_ips=() t_rss=() v_rss=()
   for _ in $(seq "$rounds"); do
     # shellcheck disable=SC2086
-    t=$(VAVAE_TORCH_REF="$ref" /usr/bin/python3 "$case_ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
+    t=$(VAVAE_TORCH_REF="$ref" VAVAE_REF_PRECISION=${bf16:-fp32} /usr/bin/python3 "$case_ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
     # shellcheck disable=SC2086
     v=$(build/vavae bench "$what" "${common[@]}" "${warm[@]}" $vflags | tail -n 1)
     t_ips+=("$(field "$t" images_per_s)") v_ips+=("$(field "$v" images_per_s)")

@@ -3,7 +3,8 @@
 # fixture-driven model, loss and trainer tests on the GPU (VAVAE_TEST_DEVICE=cuda: same fixtures,
 # same tolerances, TF32 off), then every test (the GPU suites first: device time is short).
 # VAVAE_PREFIX adds CMake prefixes (dependencies installed outside /usr); VAVAE_CTEST_EXCLUDE, a regex of
-# tests to leave out (e.g. those whose fixtures were not copied); extra arguments go to CMake.
+# tests to leave out (e.g. those whose fixtures were not copied); VAVAE_GPU_ONLY=1 stops after the GPU
+# suites; extra arguments go to CMake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
@@ -23,6 +24,7 @@ status=0
 echo "cuda-test: the fixture suites on the GPU"
 VAVAE_TEST_DEVICE=cuda ./vavae_tests \
   --gtest_filter='AutoencoderFixture.*:ObjectiveFixture.*:Variants/ViTFixture.*:LPIPSFixture.*:Training.*' || status=1
+[ -n "${VAVAE_GPU_ONLY:-}" ] && exit $status
 echo "cuda-test: every test"
 ctest --output-on-failure --timeout 900 -j "$(( $(nproc) / 2 ))" ${VAVAE_CTEST_EXCLUDE:+-E "$VAVAE_CTEST_EXCLUDE"} || status=1
 exit $status

@@ -6,6 +6,8 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "vavae/train/optimizer_step.h"
+
 namespace vavae::train {
 
 // Adam's per-parameter state is keyed by the parameter's TensorImpl: a string of its address in
@@ -33,7 +35,7 @@ class IdleAdam {
     const auto& group = optimizer.param_groups().at(0);
     const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
     if (options.weight_decay() != 0 || options.amsgrad() || !moments_zero(optimizer)) {
-      optimizer.step();
+      adam_step(optimizer);
       known_zero_.clear();
       return;
     }

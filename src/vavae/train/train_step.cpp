@@ -3,17 +3,17 @@
 #include <cmath>
 #include <tuple>
 
+#include "vavae/train/optimizer_step.h"
+
 namespace vavae::train {
 namespace {
 
-// Every logged value and every gradient is finite (one float64 reduction, one device sync).
+// Every logged value and every gradient is finite (one pass over CPU gradients; elsewhere one
+// float64 reduction and one device sync).
 bool all_finite(const loss::LogValues& log, const std::vector<torch::Tensor>& parameters) {
   for (const auto& [name, value] : log)
     if (!std::isfinite(value)) return false;
-  std::vector<torch::Tensor> sums;
-  for (const auto& p : parameters)
-    if (p.grad().defined()) sums.push_back(p.grad().sum(torch::kFloat64));
-  return sums.empty() || torch::stack(sums).sum().isfinite().item<bool>();
+  return gradients_finite(parameters);
 }
 
 }  // namespace
@@ -108,13 +108,13 @@ IterationLog TrainStep::run(const torch::Tensor& images, int64_t generator_step,
     restore_buffers();
     return log;
   }
-  generator_optimizer->step();
+  adam_step(*generator_optimizer);
   // Before disc_start upstream steps the discriminator's Adam on zero gradients: the step count
   // moves, nothing else; IdleAdam does just that when it can prove it.
   if (discriminator_step < objective->config().disc_start && skip_idle_discriminator_update) {
     idle_discriminator_.step(*discriminator_optimizer);
   } else {
-    discriminator_optimizer->step();
+    adam_step(*discriminator_optimizer);
     idle_discriminator_.forget();
   }
   return log;

@@ -1,0 +1,152 @@
+#include "vavae/train/optimizer_step.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "vavae/train/adam_state.h"
+
+namespace vavae::train {
+namespace {
+
+bool plain_cpu_float(const torch::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() && !t.is_sparse();
+}
+
+// Runs body(tensor index, first element, end element) over the elements of all tensors of the
+// given sizes as one range: one parallel region for the lot, however many small tensors it holds.
+template <typename Body>
+void for_each_span(const std::vector<int64_t>& sizes, Body body) {
+  std::vector<int64_t> starts(sizes.size() + 1, 0);
+  for (size_t i = 0; i < sizes.size(); ++i) starts[i + 1] = starts[i] + sizes[i];
+  constexpr int64_t kGrain = 1 << 15;
+  at::parallel_for(0, starts.back(), kGrain, [&](int64_t begin, int64_t end) {
+    size_t i = std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin() - 1;
+    for (; i < sizes.size() && starts[i] < end; ++i) {
+      const int64_t from = std::max(begin, starts[i]) - starts[i], to = std::min(end, starts[i + 1]) - starts[i];
+      if (from < to) body(i, from, to);
+    }
+  });
+}
+
+struct AdamTensors {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  float step_size, bias_correction2_sqrt;  // per parameter: its own step count
+};
+
+struct AdamConstants {
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+};
+
+// LibTorch's sequence, per element, in float and rounded where ATen's vectorised kernels round
+// (bit for bit on AVX2/AVX-512 machines; the fused multiply-adds are theirs):
+//   exp_avg.mul_(b1).add_(g, 1 - b1); exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
+//   denom = exp_avg_sq.sqrt() / sqrt(bc2) + eps; p.addcdiv_(exp_avg, denom, -lr / bc1)
+inline __attribute__((always_inline)) void adam_span_body(const AdamTensors& t, const AdamConstants& c, int64_t from, int64_t to) {
+  const float neg_step = -t.step_size;
+  for (int64_t k = from; k < to; ++k) {
+    const float g = t.grad[k];
+    const float m = std::fma(c.one_minus_beta1, g, t.exp_avg[k] * c.beta1);
+    const float v = std::fma(c.one_minus_beta2 * g, g, t.exp_avg_sq[k] * c.beta2);
+    t.exp_avg[k] = m;
+    t.exp_avg_sq[k] = v;
+    const float denom = std::sqrt(v) / t.bias_correction2_sqrt + c.eps;
+    t.param[k] = t.param[k] + neg_step * m / denom;
+  }
+}
+// std::fma is one instruction where the CPU has it, a library call otherwise.
+__attribute__((target("fma"))) void adam_span_fma(const AdamTensors& t, const AdamConstants& c, int64_t from, int64_t to) {
+  adam_span_body(t, c, from, to);
+}
+void adam_span(const AdamTensors& t, const AdamConstants& c, int64_t from, int64_t to) { adam_span_body(t, c, from, to); }
+
+// Whether the one-pass update computes what optimizer.step() would.
+bool one_pass_applies(torch::optim::Adam& optimizer) {
+  if (optimizer.param_groups().size() != 1) return false;
+  const auto& group = optimizer.param_groups().front();
+  const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
+  if (options.weight_decay() != 0 || options.amsgrad()) return false;
+  for (const auto& p : group.params())
+    if (p.grad().defined() && (!plain_cpu_float(p) || !plain_cpu_float(p.grad()))) return false;
+  return true;
+}
+
+}  // namespace
+
+void adam_step(torch::optim::Adam& optimizer) {
+  if (!one_pass_applies(optimizer)) {
+    optimizer.step();
+    return;
+  }
+  auto& group = optimizer.param_groups().front();
+  const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
+  const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
+  auto& state = optimizer.state();
+  std::vector<AdamTensors> tensors;
+  std::vector<int64_t> sizes;
+  for (const auto& p : group.params()) {
+    if (!p.grad().defined()) continue;
+    auto& slot = state[adam_state_key(state, p)];
+    if (!slot) {
+      auto fresh = std::make_unique<torch::optim::AdamParamState>();
+      fresh->step(0);
+      fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      slot = std::move(fresh);
+    }
+    auto& s = static_cast<torch::optim::AdamParamState&>(*slot);
+    if (!plain_cpu_float(s.exp_avg()) || !plain_cpu_float(s.exp_avg_sq())) {
+      s.exp_avg(s.exp_avg().contiguous());
+      s.exp_avg_sq(s.exp_avg_sq().contiguous());
+    }
+    s.step(s.step() + 1);
+    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
+    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
+    torch::Tensor param = p;  // shares the storage; data_ptr needs a non-const handle
+    tensors.push_back({param.data_ptr<float>(), p.grad().data_ptr<float>(), s.exp_avg().data_ptr<float>(),
+                       s.exp_avg_sq().data_ptr<float>(), static_cast<float>(options.lr() / bias_correction1),
+                       static_cast<float>(std::sqrt(bias_correction2))});
+    sizes.push_back(p.numel());
+  }
+  const AdamConstants c{static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1 - beta1),
+                        static_cast<float>(1 - beta2), static_cast<float>(options.eps())};
+  const bool fma_instructions = __builtin_cpu_supports("fma");
+  for_each_span(sizes, [&](size_t i, int64_t from, int64_t to) {
+    if (fma_instructions) {
+      adam_span_fma(tensors[i], c, from, to);
+    } else {
+      adam_span(tensors[i], c, from, to);
+    }
+  });
+}
+
+bool gradients_finite(const std::vector<torch::Tensor>& parameters) {
+  std::vector<const float*> data;
+  std::vector<int64_t> sizes;
+  std::vector<torch::Tensor> others;
+  for (const auto& p : parameters) {
+    const torch::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    if (plain_cpu_float(g)) {
+      data.push_back(g.data_ptr<float>());
+      sizes.push_back(g.numel());
+    } else {
+      others.push_back(g.sum(torch::kFloat64));
+    }
+  }
+  std::atomic<bool> finite{true};
+  for_each_span(sizes, [&](size_t i, int64_t from, int64_t to) {
+    float zero = 0;  // x * 0 is 0 for a finite x and nan for inf or nan: no branch in the loop
+    for (int64_t k = from; k < to; ++k) zero += data[i][k] * 0.0f;
+    if (std::isnan(zero)) finite.store(false, std::memory_order_relaxed);
+  });
+  if (!finite.load()) return false;
+  return others.empty() || torch::stack(others).sum().isfinite().item<bool>();
+}
+
+}  // namespace vavae::train

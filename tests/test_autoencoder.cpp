@@ -10,6 +10,7 @@
 #include "vavae/io/image.h"
 #include "vavae/io/weights.h"
 #include "vavae/nn/autoencoder.h"
+#include "vavae/nn/group_norm_silu_kernel.h"
 
 namespace vavae::test {
 namespace {
@@ -198,6 +199,45 @@ TEST(GroupNormSiLU, IsSiluOfGroupNormForwardAndBackward) {
     EXPECT_TRUE(all_close(fused[i], reference[i], {1e-12, 1e-10})) << names[i];
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(all_close(nn::group_norm_silu(norm, x0), reference[0], {1e-12, 1e-10})) << "without autograd";
+}
+
+// The float32 CPU backward kernel (two passes, a polynomial exponential) against float64 ground
+// truth, within float32 rounding of each result's scale: rows shorter than, not a multiple of and a
+// multiple of its 16 lanes, and GroupNorm outputs far into the sigmoid's flat tails.
+TEST(GroupNormSiLU, Float32KernelMatchesFloat64GroundTruth) {
+  torch::manual_seed(1);
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{2, 8, 3, 3}, {3, 12, 5, 7}, {2, 64, 32, 32}}) {
+    SCOPED_TRACE(torch::IntArrayRef(shape));
+    const int64_t channels = shape[1];
+    torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(4, channels).eps(1e-6));
+    {
+      torch::NoGradGuard no_grad;
+      norm->weight.normal_(1.0, 4.0);  // outputs up to about +-20: exp's clamps and both tails
+      norm->bias.normal_(0.0, 2.0);
+    }
+    const torch::Tensor x0 = torch::randn(shape) * 3 + 0.5, dy = torch::randn(shape);
+    ASSERT_TRUE(nn::GroupNormSiLUBackward::applies(x0, dy, norm->weight, norm->bias));
+    const torch::Tensor x = x0.clone().requires_grad_(true);
+    norm->zero_grad();
+    (nn::group_norm_silu(norm, x) * dy).sum().backward();
+    const std::vector<torch::Tensor> fused{x.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
+
+    torch::nn::GroupNorm exact(torch::nn::GroupNormOptions(4, channels).eps(1e-6));
+    exact->to(torch::kFloat64);
+    {
+      torch::NoGradGuard no_grad;
+      exact->weight.copy_(norm->weight);
+      exact->bias.copy_(norm->bias);
+    }
+    const torch::Tensor x64 = x0.to(torch::kFloat64).requires_grad_(true);
+    (torch::silu(exact(x64)) * dy.to(torch::kFloat64)).sum().backward();
+    const std::vector<torch::Tensor> truth{x64.grad(), exact->weight.grad(), exact->bias.grad()};
+    const char* names[] = {"input gradient", "weight gradient", "bias gradient"};
+    for (size_t i = 0; i < truth.size(); ++i) {
+      const double scale = truth[i].abs().max().item<double>(), error = (fused[i].to(torch::kFloat64) - truth[i]).abs().max().item<double>();
+      EXPECT_LT(error, 2e-6 * scale) << names[i] << ": " << error << " of " << scale;
+    }
+  }
 }
 
 TEST(AutoencoderConfig, ReadsAllThreeLayoutsAndNamesBadKeys) {

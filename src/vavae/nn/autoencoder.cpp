@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "vavae/common/error.h"
+#include "vavae/nn/group_norm_silu_kernel.h"
 
 namespace vavae::nn {
 namespace {
@@ -46,6 +47,11 @@ struct GroupNormSiLU : torch::autograd::Function<GroupNormSiLU> {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &x = saved[0], &weight = saved[1], &bias = saved[2], &mean = saved[3], &rstd = saved[4];
     const int64_t n = x.size(0), c = x.size(1), groups = ctx->saved_data["groups"].toInt();
+    if (GroupNormSiLUBackward::applies(x, grads[0], weight, bias)) {
+      auto [dx, dweight, dbias] = GroupNormSiLUBackward::run(x, grads[0], weight, bias, mean, rstd, groups);
+      return {dx, ctx->needs_input_grad(1) ? dweight : torch::Tensor(), ctx->needs_input_grad(2) ? dbias : torch::Tensor(),
+              torch::Tensor(), torch::Tensor()};
+    }
     // group_norm(x) = x * scale + shift per (sample, channel)
     const torch::Tensor scale = (rstd.view({n, groups, 1}) * weight.view({1, groups, c / groups})).view({n, c});
     const torch::Tensor shift = bias.view({1, c}) - mean.view({n, groups, 1}).expand({n, groups, c / groups}).reshape({n, c}) * scale;

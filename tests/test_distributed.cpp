@@ -200,8 +200,11 @@ TEST(DataParallel, TwoRanksWithGlobalAdaptiveWeightsEqualOneProcessOfTwiceTheBat
       compared += mask.sum().item<int64_t>();
       const torch::Tensor x = t.masked_select(mask), y = u.masked_select(mask);
       if (x.numel() == 0) continue;
-      // float32 sums in another order (two half-batch means averaged vs one batch mean).
-      EXPECT_TRUE(torch::allclose(x, y, rtol, atol)) << name << " differs by " << (x - y).abs().max().item<double>();
+      // float32 sums in another order (two half-batch means averaged vs one batch mean): rounding in
+      // proportion to the tensor's scale (Adam's moments after the GAN's start reach tens), so the
+      // absolute part scales with its largest magnitude.
+      const double scale = std::max(1.0, y.abs().max().item<double>());
+      EXPECT_TRUE(torch::allclose(x, y, rtol, atol * scale)) << name << " differs by " << (x - y).abs().max().item<double>();
       worst = std::max(worst, (x - y).abs().max().item<double>());
     }
     EXPECT_LT(left_out * 20, compared) << "most of the model must be compared";

@@ -549,6 +549,32 @@ TEST(AdamStep, OnePassEqualsLibTorchsAdamStepByStep) {
   EXPECT_TRUE(torch::equal(fused.back(), reference.back()));
 }
 
+TEST(AdamStep, NonContiguousMomentsGiveLibTorchsStep) {
+  // A state whose moments are transposed views (a state set from other code): the one-pass update
+  // reads them flat, so it must lay them out first and still compute LibTorch's step.
+  torch::manual_seed(6);
+  const torch::Tensor start = torch::randn({5, 7}), m = torch::rand({7, 5}), v = torch::rand({7, 5});
+  std::vector<torch::Tensor> reference{start.clone().requires_grad_(true)}, fused{start.clone().requires_grad_(true)};
+  torch::optim::Adam reference_adam(reference, torch::optim::AdamOptions(1e-2)), fused_adam(fused, torch::optim::AdamOptions(1e-2));
+  for (auto* adam : {&reference_adam, &fused_adam}) {
+    auto& s = train::adam_param_state(adam->state(), adam->param_groups()[0].params()[0]);
+    s.exp_avg(m.clone().t());
+    s.exp_avg_sq(v.clone().t());
+    ASSERT_FALSE(s.exp_avg().is_contiguous());
+  }
+  const torch::Tensor g = torch::randn({5, 7});
+  reference[0].mutable_grad() = g.clone();
+  fused[0].mutable_grad() = g.clone();
+  reference_adam.step();
+  train::adam_step(fused_adam);
+  const auto& r = train::adam_param_state(reference_adam.state(), reference[0]);
+  const auto& f = train::adam_param_state(fused_adam.state(), fused[0]);
+  EXPECT_EQ(f.step(), 1);
+  EXPECT_TRUE(torch::allclose(f.exp_avg(), r.exp_avg(), 0, 0)) << "first moment";
+  EXPECT_TRUE(torch::allclose(f.exp_avg_sq(), r.exp_avg_sq(), 0, 0)) << "second moment";
+  EXPECT_TRUE(torch::allclose(fused[0], reference[0], 0, 2.4e-7 * reference[0].abs().max().item<double>()));
+}
+
 TEST(AdamStep, GradientsFiniteFindsOneBadElementAnywhere) {
   std::vector<torch::Tensor> parameters = adam_parameters({10, 100000, 7});
   for (auto& p : parameters) p.mutable_grad() = torch::randn_like(p) * 1e30;

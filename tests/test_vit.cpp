@@ -31,7 +31,7 @@ class ViTFixture : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     meta = read_json("vit/meta.json").at("variants").at(GetParam());
     model = nn::FoundationModel(config_for(meta));
-    model->load(fixture("vit/" + GetParam() + "_weights.safetensors"));
+    model->load_weights(fixture("vit/" + GetParam() + "_weights.safetensors"));
     model->to(test_device());
     inputs = std::make_unique<io::SafetensorsReader>(fixture("vit/inputs.safetensors"));
     expected = std::make_unique<io::SafetensorsReader>(fixture("vit/" + GetParam() + "_tensors.safetensors"));
@@ -108,8 +108,8 @@ TEST(ViTNames, OfficialDinov2LayoutWithRegistersLoadsLikeTimms) {
   const std::string path = scratch_dir("vit_names") + "/dinov2_vits14_reg4_pretrain.safetensors";
   io::write_safetensors(path, official);
   nn::FoundationModel a(config_for(meta)), b(config_for(meta));
-  a->load(fixture("vit/dinov2_reg4_weights.safetensors"));
-  b->load(path);
+  a->load_weights(fixture("vit/dinov2_reg4_weights.safetensors"));
+  b->load_weights(path);
   const auto pb = b->named_parameters();
   for (const auto& [k, t] : a->named_parameters().pairs()) EXPECT_TRUE(all_close(pb[k], t, {1e-7, 1e-6})) << k;
 }
@@ -152,14 +152,14 @@ TEST(FoundationModel, RejectsWrongWidthRegistersAndImageSizes) {
   nn::FoundationModelConfig wide = config_for(variants.at("dinov2"));
   wide.vit.embed_dim = 128, wide.vit.mlp_hidden = 512;
   nn::FoundationModel wrong_width(wide);
-  expect([&] { wrong_width->load(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a dinov2 ViT of width 128");
+  expect([&] { wrong_width->load_weights(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a dinov2 ViT of width 128");
   nn::FoundationModel plain(config_for(variants.at("dinov2")));
-  expect([&] { plain->load(fixture("vit/dinov2_reg4_weights.safetensors")); }, "register tokens");
+  expect([&] { plain->load_weights(fixture("vit/dinov2_reg4_weights.safetensors")); }, "register tokens");
   nn::FoundationModel mae(config_for(variants.at("mae")));
-  mae->load(fixture("vit/mae_weights.safetensors"));
+  mae->load_weights(fixture("vit/mae_weights.safetensors"));
   expect([&] { mae->features(torch::zeros({1, 3, 40, 40})); }, "not divisible by the patch size 16");
   nn::FoundationModel dinov2_as_mae(config_for(variants.at("mae")));
-  expect([&] { dinov2_as_mae->load(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a mae ViT");
+  expect([&] { dinov2_as_mae->load_weights(fixture("vit/dinov2_weights.safetensors")); }, "does not fit a mae ViT");
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ FoundationModelImpl::FoundationModelImpl(const FoundationModelConfig& c) : confi
   eval();
 }
 
-void FoundationModelImpl::load(const std::string& path) {
+void FoundationModelImpl::load_weights(const std::string& path) {
   io::WeightFile file = io::read_weights(path);
   file.tensors = to_timm_names(file.tensors);
   for (const auto& [k, t] : file.tensors) {
@@ -69,7 +69,7 @@ FoundationModel make_foundation_model(const FoundationSpec& spec) {
   }
   if (spec.input_size >= 0) c.input_size = spec.input_size;
   FoundationModel model(c);
-  model->load(weights);
+  model->load_weights(weights);
   return model;
 }
 

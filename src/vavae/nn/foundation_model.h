@@ -27,7 +27,7 @@ class FoundationModelImpl : public torch::nn::Module {
   // [B, D, h, w] (h, w = the ViT's token grid). Frozen: no gradients, eval mode.
   torch::Tensor features(const torch::Tensor& images);
   // Loads timm or official-release weights (see to_timm_names); names the wrong width or family.
-  void load(const std::string& path);
+  void load_weights(const std::string& path);
   FoundationModelConfig config;
   ViT vit{nullptr};
 };

@@ -73,9 +73,12 @@ struct Row {
   float scale, shift;  // group_norm(x) = x * scale + shift on this (sample, channel)
 };
 
-// dx <- dL/da; sums <- (sum of dL/da * x, sum of dL/da) over the row.
-template <typename Accumulate>
-inline __attribute__((always_inline)) void silu_gradient_row(const Row& row, Accumulate& sums) {
+struct RowSums {
+  double x_weighted, plain;  // sum of dL/da * x, sum of dL/da
+};
+
+// dx <- dL/da over the row; returns its sums.
+inline __attribute__((always_inline)) RowSums silu_gradient_row(const Row& row) {
   Lanes sum_x{}, sum{};
   const int64_t blocks = row.size / kLanes;
   for (int64_t block = 0; block < blocks; ++block) {
@@ -95,7 +98,7 @@ inline __attribute__((always_inline)) void silu_gradient_row(const Row& row, Acc
     total_x += da * row.x[i];
     total += da;
   }
-  sums(total_x, total);
+  return {total_x, total};
 }
 
 inline void input_gradient_row(float* __restrict dx, const float* __restrict x, int64_t size, float c1, float c2, float c3) {
@@ -104,10 +107,8 @@ inline void input_gradient_row(float* __restrict dx, const float* __restrict x, 
 
 // The same bodies compiled for AVX2+FMA and AVX-512 where the CPU has them (the build targets
 // plain x86-64); chosen once per call.
-template <typename Accumulate>
-__attribute__((target("avx2,fma"))) void silu_gradient_row_avx2(const Row& row, Accumulate& sums) { silu_gradient_row(row, sums); }
-template <typename Accumulate>
-__attribute__((target("avx512f"))) void silu_gradient_row_avx512(const Row& row, Accumulate& sums) { silu_gradient_row(row, sums); }
+__attribute__((target("avx2,fma"))) RowSums silu_gradient_row_avx2(const Row& row) { return silu_gradient_row(row); }
+__attribute__((target("avx512f"))) RowSums silu_gradient_row_avx512(const Row& row) { return silu_gradient_row(row); }
 __attribute__((target("avx2,fma"))) void input_gradient_row_avx2(float* dx, const float* x, int64_t size, float c1, float c2, float c3) {
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
@@ -115,11 +116,12 @@ __attribute__((target("avx512f"))) void input_gradient_row_avx512(float* dx, con
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
 
-enum class Isa { plain, avx2, avx512 };
-Isa detect_isa() {
-  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-  return Isa::plain;
+// The widest of a function's clones this CPU runs.
+template <typename Function>
+Function widest_clone(Function plain, Function avx2, Function avx512) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has_avx512 ? avx512 : has_avx2 ? avx2 : plain;
 }
 
 }  // namespace
@@ -134,7 +136,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
                                                                                    const torch::Tensor& weight, const torch::Tensor& bias,
                                                                                    const torch::Tensor& mean_in, const torch::Tensor& rstd_in,
                                                                                    int64_t groups) {
-  static const Isa isa = detect_isa();
+  const auto silu_gradient_pass = widest_clone(&silu_gradient_row, &silu_gradient_row_avx2, &silu_gradient_row_avx512);
+  const auto input_gradient_pass = widest_clone(&input_gradient_row, &input_gradient_row_avx2, &input_gradient_row_avx512);
   const torch::Tensor x = x_in.contiguous(), dy = grad.contiguous();
   const torch::Tensor mean = mean_in.to(torch::kFloat32).contiguous(), rstd = rstd_in.to(torch::kFloat32).contiguous();
   const torch::Tensor gamma = weight.contiguous(), beta = bias.contiguous();
@@ -153,14 +156,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
       const int64_t sample = row / c, channel = row % c, group = sample * groups + channel / per_group;
       const float scale = rp[group] * g[channel];
       const Row r{xp + row * size, dyp + row * size, dxp + row * size, size, scale, b[channel] - mp[group] * scale};
-      auto store = [&](double sum_x, double sum) { sp[2 * row] = sum_x, sp[2 * row + 1] = sum; };
-      if (isa == Isa::avx512) {
-        silu_gradient_row_avx512(r, store);
-      } else if (isa == Isa::avx2) {
-        silu_gradient_row_avx2(r, store);
-      } else {
-        silu_gradient_row(r, store);
-      }
+      const RowSums sums_of_row = silu_gradient_pass(r);
+      sp[2 * row] = sums_of_row.x_weighted;
+      sp[2 * row + 1] = sums_of_row.plain;
     }
   });
 
@@ -187,13 +185,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
       const int64_t sample = row / c, channel = row % c, group = sample * groups + channel / per_group;
       const float c1 = rp[group] * g[channel];
       const float k2 = static_cast<float>(c2p[group]), k3 = static_cast<float>(c3p[group]);
-      if (isa == Isa::avx512) {
-        input_gradient_row_avx512(dxp + row * size, xp + row * size, size, c1, k2, k3);
-      } else if (isa == Isa::avx2) {
-        input_gradient_row_avx2(dxp + row * size, xp + row * size, size, c1, k2, k3);
-      } else {
-        input_gradient_row(dxp + row * size, xp + row * size, size, c1, k2, k3);
-      }
+      input_gradient_pass(dxp + row * size, xp + row * size, size, c1, k2, k3);
     }
   });
 

@@ -24,6 +24,22 @@ typename StateMap::key_type adam_state_key(const StateMap&, const torch::Tensor&
   }
 }
 
+// The Adam state of parameter `p`, created as Adam's first step creates it (step 0, zero moments)
+// when there is none yet; `created` says which.
+template <typename StateMap>
+torch::optim::AdamParamState& adam_param_state(StateMap& state, const torch::Tensor& p, bool* created = nullptr) {
+  auto& slot = state[adam_state_key(state, p)];
+  if (created) *created = !slot;
+  if (!slot) {
+    auto fresh = std::make_unique<torch::optim::AdamParamState>();
+    fresh->step(0);
+    fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    slot = std::move(fresh);
+  }
+  return static_cast<torch::optim::AdamParamState&>(*slot);
+}
+
 // An Adam step on all-zero gradients whose moments are all zero moves nothing but the step count
 // (m and v stay 0, the update 0 / (0 + eps) is 0). IdleAdam does exactly that without Adam's passes
 // over every parameter, and falls back to the real step whenever that cannot be proven: weight
@@ -41,16 +57,12 @@ class IdleAdam {
     }
     auto& state = optimizer.state();
     for (const auto& p : group.params()) {
-      auto& slot = state[adam_state_key(state, p)];
-      if (!slot) {  // Adam's first step creates the state
-        auto fresh = std::make_unique<torch::optim::AdamParamState>();
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        remember(fresh->exp_avg());
-        remember(fresh->exp_avg_sq());
-        slot = std::move(fresh);
+      bool created = false;
+      auto& s = adam_param_state(state, p, &created);
+      if (created) {
+        remember(s.exp_avg());
+        remember(s.exp_avg_sq());
       }
-      auto& s = static_cast<torch::optim::AdamParamState&>(*slot);
       s.step(s.step() + 1);
     }
   }

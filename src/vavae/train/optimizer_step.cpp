@@ -65,14 +65,26 @@ __attribute__((target("fma"))) void adam_span_fma(const AdamTensors& t, const Ad
 }
 void adam_span(const AdamTensors& t, const AdamConstants& c, int64_t from, int64_t to) { adam_span_body(t, c, from, to); }
 
+// A moment the one-pass update can work on once made contiguous (absent: created as float zeros).
+bool usable_moment(const torch::Tensor& m, const torch::Tensor& p) {
+  return m.defined() && m.device().is_cpu() && m.scalar_type() == torch::kFloat32 && !m.is_sparse() && m.sizes() == p.sizes();
+}
+
 // Whether the one-pass update computes what optimizer.step() would.
 bool one_pass_applies(torch::optim::Adam& optimizer) {
   if (optimizer.param_groups().size() != 1) return false;
   const auto& group = optimizer.param_groups().front();
   const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
   if (options.weight_decay() != 0 || options.amsgrad()) return false;
-  for (const auto& p : group.params())
-    if (p.grad().defined() && (!plain_cpu_float(p) || !plain_cpu_float(p.grad()))) return false;
+  const auto& state = optimizer.state();
+  for (const auto& p : group.params()) {
+    if (!p.grad().defined()) continue;
+    if (!plain_cpu_float(p) || !plain_cpu_float(p.grad())) return false;
+    const auto it = state.find(adam_state_key(state, p));
+    if (it == state.end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    if (!usable_moment(s.exp_avg(), p) || !usable_moment(s.exp_avg_sq(), p)) return false;
+  }
   return true;
 }
 
@@ -91,16 +103,8 @@ void adam_step(torch::optim::Adam& optimizer) {
   std::vector<int64_t> sizes;
   for (const auto& p : group.params()) {
     if (!p.grad().defined()) continue;
-    auto& slot = state[adam_state_key(state, p)];
-    if (!slot) {
-      auto fresh = std::make_unique<torch::optim::AdamParamState>();
-      fresh->step(0);
-      fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-      fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-      slot = std::move(fresh);
-    }
-    auto& s = static_cast<torch::optim::AdamParamState&>(*slot);
-    if (!plain_cpu_float(s.exp_avg()) || !plain_cpu_float(s.exp_avg_sq())) {
+    auto& s = adam_param_state(state, p);
+    if (!s.exp_avg().is_contiguous() || !s.exp_avg_sq().is_contiguous()) {
       s.exp_avg(s.exp_avg().contiguous());
       s.exp_avg_sq(s.exp_avg_sq().contiguous());
     }

@@ -6,11 +6,17 @@
 # torch_ref.py flops) against this machine's measured fp32 matmul peak. The last line is
 #   ratios: train_small=X train_tiny=X train_f16d32=X encode=X decode=X rss=X
 # (ours over PyTorch's: throughput ratios, then the peak-memory ratio of the worst case).
-# Usage: bench/run.sh [--threads N] [--rounds K] [--quick]   (--quick: fewer steps, for a smoke test)
+# Usage: bench/run.sh [--threads N] [--rounds K] [--quick] [--reference-huge-pages]
+#   (--quick: fewer steps, for a smoke test; --reference-huge-pages: the reference on huge pages too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-parse_round_args "$@"
+# --reference-huge-pages: the reference starts with the glibc tunable vavae sets for itself.
+reference_env=() args=()
+for a in "$@"; do
+  if [ "$a" = --reference-huge-pages ]; then reference_env=("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"); else args+=("$a"); fi
+done
+parse_round_args "${args[@]}"
 ref=${VAVAE_TORCH_REF:-../shared/bench/torch_ref.py}
 [ -f "$ref" ] || { echo "error: PyTorch reference $ref not found (set VAVAE_TORCH_REF)" >&2; exit 1; }
 need_python "import torch, torchvision" python3-torch python3-torchvision
@@ -52,7 +58,7 @@ for c in "${cases[@]}"; do
   t_ips=() v_ips=() t_rss=() v_rss=()
   for _ in $(seq "$rounds"); do
     # shellcheck disable=SC2086
-    t=$(VAVAE_TORCH_REF="$ref" VAVAE_REF_PRECISION=${bf16:-fp32} /usr/bin/python3 "$case_ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
+    t=$(env "${reference_env[@]}" VAVAE_TORCH_REF="$ref" VAVAE_REF_PRECISION=${bf16:-fp32} /usr/bin/python3 "$case_ref" "$what" "${common[@]}" "${warm[@]}" $tflags | tail -n 1)
     # shellcheck disable=SC2086
     v=$(build/vavae bench "$what" "${common[@]}" "${warm[@]}" $vflags | tail -n 1)
     t_ips+=("$(field "$t" images_per_s)") v_ips+=("$(field "$v" images_per_s)")
@@ -76,6 +82,7 @@ for c in "${cases[@]}"; do
   rss=$(ratio "$vr" "$tr")
   worst_rss=$(awk -v a="$rss" -v b="$worst_rss" 'BEGIN { print (a > b) ? a : b }')
 done
+[ ${#reference_env[@]} -gt 0 ] && echo "reference run with ${reference_env[*]} (huge pages, as vavae)"
 echo "$threads threads, medians of $rounds alternating rounds; fp32 matmul peak of this machine: $peak GFLOP/s; commit $(git rev-parse --short HEAD)"
 echo "ratios: train_small=${result[train_small]} train_tiny=${result[train_tiny]} train_f16d32=${result[train_f16d32]} encode=${result[encode]} decode=${result[decode]} rss=${worst_rss}"
 if [ -n "${result[train_small_bf16]:-}" ]; then

@@ -15,10 +15,11 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-CliResult vavae(const std::string& args) {
+// `environment`: VAR=value assignments the program starts with.
+CliResult vavae(const std::string& args, const std::string& environment = "") {
   static int calls = 0;
   const std::string log = scratch_dir("cli") + "/" + std::to_string(++calls) + ".log";
-  const std::string command = std::string(VAVAE_EXE) + " " + args + " > " + log + " 2>&1";
+  const std::string command = "env " + environment + " " + std::string(VAVAE_EXE) + " " + args + " > " + log + " 2>&1";
   CliResult r;
   const int raw = std::system(command.c_str());
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -48,6 +49,39 @@ class Cli : public ::testing::Test {
   nlohmann::json meta;
   std::unique_ptr<io::SafetensorsReader> expected;
 };
+
+// The JSON line `vavae bench` ends with.
+nlohmann::json bench_line(const CliResult& r) {
+  const size_t start = r.output.rfind("\n{");
+  return nlohmann::json::parse(r.output.substr(start == std::string::npos ? 0 : start + 1));
+}
+
+bool kernel_offers_huge_pages() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  const std::string setting((std::istreambuf_iterator<char>(in)), {});
+  return setting.find("[always]") != std::string::npos || setting.find("[madvise]") != std::string::npos;
+}
+
+// The program restarts itself once with glibc's huge-page tunable added to what the user set;
+// it leaves an explicit setting of that tunable alone, and VAVAE_HUGE_PAGES=0 turns it off.
+TEST(CliMemory, RunsOnHugePagesWhereTheSystemHasThem) {
+  if (!kernel_offers_huge_pages()) GTEST_SKIP() << "transparent huge pages are off in this kernel";
+  const std::string bench = "bench encode --config tiny --res 32 --steps 1 --warmup 0 --threads 1";
+  const CliResult added = vavae(bench, "GLIBC_TUNABLES=glibc.malloc.check=0");
+  ASSERT_EQ(added.status, 0) << added.output;
+  EXPECT_TRUE(bench_line(added).at("huge_pages").get<bool>()) << added.output;
+  EXPECT_EQ(bench_line(added).at("glibc_tunables").get<std::string>(), "glibc.malloc.check=0:glibc.malloc.hugetlb=1");
+
+  const CliResult kept = vavae(bench, "GLIBC_TUNABLES=glibc.malloc.hugetlb=0");
+  ASSERT_EQ(kept.status, 0) << kept.output;
+  EXPECT_FALSE(bench_line(kept).at("huge_pages").get<bool>());
+  EXPECT_EQ(bench_line(kept).at("glibc_tunables").get<std::string>(), "glibc.malloc.hugetlb=0");
+
+  const CliResult off = vavae(bench, "-u GLIBC_TUNABLES VAVAE_HUGE_PAGES=0");
+  ASSERT_EQ(off.status, 0) << off.output;
+  EXPECT_FALSE(bench_line(off).at("huge_pages").get<bool>());
+  EXPECT_EQ(bench_line(off).at("glibc_tunables").get<std::string>(), "");
+}
 
 TEST_F(Cli, EncodeDecodeRoundTripMatchesTheFixture) {
   const CliResult enc = vavae("encode " + model_args() + " --input " + images + " --output " + dir + "/lat.safetensors --mode");

@@ -88,7 +88,8 @@ void print_result(const BenchOptions& o, torch::Device device, const std::vector
                         {"batch", o.batch},      {"res", o.resolution},
                         {"threads", at::get_num_threads()}, {"device", device.str()},
                         {"s_per_step", median},  {"images_per_s", static_cast<double>(o.batch) / median},
-                        {"peak_rss_mb", peak_rss_mib()}, {"convolutions", nn::convolution_algorithm_name()}};
+                        {"peak_rss_mb", peak_rss_mib()}, {"convolutions", nn::convolution_algorithm_name()},
+                        {"huge_pages", huge_pages_in_effect()}, {"glibc_tunables", glibc_tunables()}};
   out.update(extra);
   std::cout << out.dump() << std::endl;
 }

@@ -103,6 +103,7 @@ int report_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  vavae::request_huge_pages(argv);
   vavae::configure_allocator();
   vavae::cli::set_program_arguments(argc, argv);
   CLI::App app{"vavae: train and run VA-VAE image tokenizers (LDM AutoencoderKL + VF loss)"};

@@ -1,6 +1,11 @@
 #include "vavae/common/runtime.h"
 
+#include <gnu/libc-version.h>
 #include <malloc.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include <fstream>
 #include <sstream>
@@ -13,6 +18,49 @@ namespace vavae {
 void configure_allocator() {
   mallopt(M_MMAP_THRESHOLD, 16 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+namespace {
+
+// "always" or "madvise" (glibc's tunable madvises): the bracketed word of the kernel's setting.
+bool transparent_huge_pages_available() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string setting((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return setting.find("[always]") != std::string::npos || setting.find("[madvise]") != std::string::npos;
+}
+
+bool glibc_has_hugetlb_tunable() {
+  int major = 0, minor = 0;
+  if (std::sscanf(gnu_get_libc_version(), "%d.%d", &major, &minor) != 2) return false;
+  return major > 2 || (major == 2 && minor >= 35);
+}
+
+}  // namespace
+
+void request_huge_pages(char** argv) {
+  const char* opt_out = std::getenv("VAVAE_HUGE_PAGES");
+  if (opt_out && std::string(opt_out) == "0") return;
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  const std::string current = tunables ? tunables : "";
+  if (current.find("glibc.malloc.hugetlb") != std::string::npos) return;
+  if (!glibc_has_hugetlb_tunable() || !transparent_huge_pages_available()) return;
+  // Set before the exec, checked above: a glibc that drops the variable cannot make this loop.
+  if (std::getenv("VAVAE_HUGE_PAGES_REQUESTED")) return;
+  setenv("VAVAE_HUGE_PAGES_REQUESTED", "1", 1);
+  setenv("GLIBC_TUNABLES", (current.empty() ? std::string() : current + ":").append("glibc.malloc.hugetlb=1").c_str(), 1);
+  execv("/proc/self/exe", argv);
+  unsetenv("GLIBC_TUNABLES");  // exec failed: run on as before
+  if (tunables) setenv("GLIBC_TUNABLES", tunables, 1);
+}
+
+std::string glibc_tunables() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  return tunables ? tunables : "";
+}
+
+bool huge_pages_in_effect() {
+  const std::string tunables = ":" + glibc_tunables() + ":";
+  return glibc_has_hugetlb_tunable() && tunables.find(":glibc.malloc.hugetlb=1:") != std::string::npos;
 }
 
 

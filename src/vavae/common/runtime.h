@@ -13,6 +13,18 @@ namespace vavae {
 // the same peak RSS (within 3%, bench/run.sh). Called first thing by the program.
 void configure_allocator();
 
+// The pages glibc's heap and large blocks get are still 4 KiB ones, each faulted in on first touch:
+// about 11 us a fault on a virtual machine, 2.9 ms per MB, more than the arithmetic of a 256 px
+// encode. glibc (2.35 and later) backs them with transparent huge pages, one fault per 2 MiB, when
+// its tunable glibc.malloc.hugetlb=1 is set, which it reads only at process start: so the program
+// runs itself again once with the tunable added to GLIBC_TUNABLES. Skipped where the kernel's
+// transparent huge pages are off, glibc is older, the tunable is already set (by the user too, to
+// 0 for none), or VAVAE_HUGE_PAGES=0. Returns only when it does not re-execute.
+void request_huge_pages(char** argv);
+// Whether glibc runs with transparent huge pages (its tunable set to 1 at start), and the tunables.
+bool huge_pages_in_effect();
+std::string glibc_tunables();
+
 // Sets LibTorch's intra-op thread count; 0 means all cores. Returns the count in effect.
 int configure_threads(int requested);
 

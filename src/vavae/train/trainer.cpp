@@ -153,7 +153,7 @@ RunSummary run_training(const config::TrainConfig& c, const RunOptions& o) {
     out << " (" << c.batch_size << " on each of " << group->size() << " ranks, " << group->backend() << ", adaptive weights "
         << c.trainer.adaptive_weights << ")";
   out << " (" << fmt(static_cast<double>(total) / static_cast<double>(per_epoch), 3) << " epochs), " << threads << " threads, "
-      << device.str() << ", " << precision_name(step.precision) << (device.is_cpu() ? ", " + nn::convolution_algorithm_name() + " convolutions" : "") << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss")
+      << device.str() << ", " << precision_name(step.precision) << (device.is_cpu() ? ", " + nn::convolution_algorithm_name() + " convolutions" + (huge_pages_in_effect() ? ", huge pages" : "") : "") << (c.use_vf ? ", VF loss against " + c.foundation.use_vf : ", no VF loss")
       << std::endl;
 
   StopSignalScope signals;

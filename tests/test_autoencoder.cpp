@@ -201,6 +201,33 @@ TEST(GroupNormSiLU, IsSiluOfGroupNormForwardAndBackward) {
   EXPECT_TRUE(all_close(nn::group_norm_silu(norm, x0), reference[0], {1e-12, 1e-10})) << "without autograd";
 }
 
+// The float32 inference kernel (no autograd: group statistics in float64, a polynomial exponential)
+// against float64 ground truth within float32 rounding of the output's scale, into a new tensor and
+// in place (bit for bit the same), on rows shorter than, not a multiple of and a multiple of its
+// 16 lanes.
+TEST(GroupNormSiLU, Float32InferenceKernelMatchesFloat64GroundTruth) {
+  torch::manual_seed(3);
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{2, 8, 3, 3}, {3, 12, 5, 7}, {1, 64, 32, 32}}) {
+    SCOPED_TRACE(torch::IntArrayRef(shape));
+    torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(4, shape[1]).eps(1e-6));
+    torch::NoGradGuard no_grad;
+    norm->weight.normal_(1.0, 4.0);
+    norm->bias.normal_(0.0, 2.0);
+    const torch::Tensor x = torch::randn(shape) * 3 + 0.5, kept = x.clone();
+    ASSERT_TRUE(nn::GroupNormSiLUInference::applies(x, norm->weight, norm->bias));
+    const torch::Tensor out = nn::group_norm_silu(norm, x);
+    EXPECT_TRUE(torch::equal(x, kept)) << "the input is left alone";
+    const torch::Tensor truth = torch::silu(torch::group_norm(x.to(torch::kFloat64), 4, norm->weight.to(torch::kFloat64),
+                                                              norm->bias.to(torch::kFloat64), 1e-6));
+    const double scale = truth.abs().max().item<double>(), error = (out.to(torch::kFloat64) - truth).abs().max().item<double>();
+    EXPECT_LT(error, 2e-6 * scale) << error << " of " << scale;
+    torch::Tensor overwritten = x.clone();
+    const torch::Tensor in_place = nn::group_norm_silu_(norm, overwritten);
+    EXPECT_TRUE(in_place.is_same(overwritten)) << "written into its input";
+    EXPECT_TRUE(torch::equal(in_place, out));
+  }
+}
+
 // The float32 CPU backward kernel (two passes, a polynomial exponential) against float64 ground
 // truth, within float32 rounding of each result's scale: rows shorter than, not a multiple of and a
 // multiple of its 16 lanes, and GroupNorm outputs far into the sigmoid's flat tails.

@@ -69,16 +69,29 @@ struct GroupNormSiLU : torch::autograd::Function<GroupNormSiLU> {
 
 }  // namespace
 
-// Upstream writes x * sigmoid(x); the fused SiLU is the same function with one rounding less. The
-// GroupNorm runs in its weights' dtype (see group_norm above).
-torch::Tensor group_norm_silu(torch::nn::GroupNorm& norm, const torch::Tensor& x) {
+namespace {
+
+torch::Tensor group_norm_silu_into(torch::nn::GroupNorm& norm, const torch::Tensor& x, bool overwrite) {
   const torch::Tensor input = x.to(norm->weight.scalar_type());
   const auto& o = norm->options;
   const bool differentiable = torch::GradMode::is_enabled() && (input.requires_grad() || norm->weight.requires_grad());
   if (differentiable) return GroupNormSiLU::apply(input, norm->weight, norm->bias, o.num_groups(), o.eps());
+  if (GroupNormSiLUInference::applies(input, norm->weight, norm->bias)) {
+    torch::Tensor out = overwrite ? input : torch::empty_like(input);
+    GroupNormSiLUInference::run(input, out, norm->weight, norm->bias, o.num_groups(), o.eps());
+    return out;
+  }
   torch::Tensor out = std::get<0>(normalize_groups(input.contiguous(), norm->weight, norm->bias, o.num_groups(), o.eps()));
   return torch::silu_(out);
 }
+
+}  // namespace
+
+// Upstream writes x * sigmoid(x); the fused SiLU is the same function with one rounding less. The
+// GroupNorm runs in its weights' dtype (see group_norm above).
+torch::Tensor group_norm_silu(torch::nn::GroupNorm& norm, const torch::Tensor& x) { return group_norm_silu_into(norm, x, false); }
+
+torch::Tensor group_norm_silu_(torch::nn::GroupNorm& norm, torch::Tensor x) { return group_norm_silu_into(norm, x, true); }
 
 namespace {
 
@@ -97,7 +110,7 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, double p) {
 
 torch::Tensor ResnetBlockImpl::forward(torch::Tensor x) {
   torch::Tensor h = conv1(group_norm_silu(norm1, x));
-  h = conv2(dropout(group_norm_silu(norm2, h)));
+  h = conv2(dropout(group_norm_silu_(norm2, std::move(h))));
   if (nin_shortcut) x = nin_shortcut(x);
   return h.add_(x);  // in place on the conv output, which no backward formula needs
 }
@@ -190,7 +203,7 @@ torch::Tensor EncoderImpl::forward(torch::Tensor x) {
     if (level.downsample) h = level.downsample(h);
   }
   h = mid(h);
-  return conv_out(group_norm_silu(norm_out, h));
+  return conv_out(group_norm_silu_(norm_out, std::move(h)));
 }
 
 DecoderImpl::DecoderImpl(const AutoencoderConfig& c) {
@@ -230,7 +243,7 @@ torch::Tensor DecoderImpl::forward(torch::Tensor z) {
     h = run_level(level, h);
     if (level.upsample) h = level.upsample(h);
   }
-  return conv_out(group_norm_silu(norm_out, h));
+  return conv_out(group_norm_silu_(norm_out, std::move(h)));
 }
 
 DiagonalGaussian::DiagonalGaussian(const torch::Tensor& moments) {

@@ -112,6 +112,8 @@ struct DiagonalGaussian {
 // silu(norm(x)), the normalisation followed by the nonlinearity in every block: backward keeps x
 // and the group statistics, not the normalised activations.
 torch::Tensor group_norm_silu(torch::nn::GroupNorm& norm, const torch::Tensor& x);
+// The same, free to overwrite x where no autograd graph needs it: for an x used nowhere after.
+torch::Tensor group_norm_silu_(torch::nn::GroupNorm& norm, torch::Tensor x);
 
 // The halves a model is built with: encoding alone (encode, extract-latents) needs no decoder, and
 // decoding alone (decode, generation) no encoder; their weights are then neither allocated nor read.

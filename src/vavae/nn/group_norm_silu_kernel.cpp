@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 // The generic (plain x86-64) instantiation passes 64-byte vectors between always-inlined helpers:
 // no call ever crosses the ABI the warning is about.
@@ -105,10 +106,32 @@ inline void input_gradient_row(float* __restrict dx, const float* __restrict x, 
   for (int64_t i = 0; i < size; ++i) dx[i] = c1 * dx[i] + c2 * x[i] + c3;
 }
 
+// y <- silu(x * scale + shift) over a row (y may be x).
+inline __attribute__((always_inline)) void silu_row(float* y, const float* x, int64_t size, float scale, float shift) {
+  const int64_t blocks = size / kLanes;
+  for (int64_t block = 0; block < blocks; ++block) {
+    Lanes v;
+    std::memcpy(&v, x + block * kLanes, sizeof v);
+    const Lanes a = v * scale + shift;
+    const Lanes out = a / (exp_polynomial<Lanes, IntLanes>(-a) + 1.0f);
+    std::memcpy(y + block * kLanes, &out, sizeof out);
+  }
+  for (int64_t i = blocks * kLanes; i < size; ++i) {
+    const float a = x[i] * scale + shift;
+    y[i] = a / (exp_polynomial<float, int32_t>(-a) + 1.0f);
+  }
+}
+
 // The same bodies compiled for AVX2+FMA and AVX-512 where the CPU has them (the build targets
 // plain x86-64); chosen once per call.
 __attribute__((target("avx2,fma"))) RowSums silu_gradient_row_avx2(const Row& row) { return silu_gradient_row(row); }
 __attribute__((target("avx512f"))) RowSums silu_gradient_row_avx512(const Row& row) { return silu_gradient_row(row); }
+__attribute__((target("avx2,fma"))) void silu_row_avx2(float* y, const float* x, int64_t size, float scale, float shift) {
+  silu_row(y, x, size, scale, shift);
+}
+__attribute__((target("avx512f"))) void silu_row_avx512(float* y, const float* x, int64_t size, float scale, float shift) {
+  silu_row(y, x, size, scale, shift);
+}
 __attribute__((target("avx2,fma"))) void input_gradient_row_avx2(float* dx, const float* x, int64_t size, float c1, float c2, float c3) {
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
@@ -125,6 +148,43 @@ Function widest_clone(Function plain, Function avx2, Function avx512) {
 }
 
 }  // namespace
+
+bool GroupNormSiLUInference::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto plain = [](const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
+  return plain(x) && plain(weight) && plain(bias) && x.dim() >= 2 && x.is_contiguous();
+}
+
+void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight_in, const torch::Tensor& bias_in,
+                                 int64_t groups, double eps) {
+  const auto silu_pass = widest_clone(&silu_row, &silu_row_avx2, &silu_row_avx512);
+  const torch::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
+  const int64_t n = x.size(0), c = x.size(1), size = x.numel() / (n * c), per_group = c / groups;
+  const int64_t group_size = per_group * size;
+  // Mean and 1 / std per (sample, group), accumulated in float64 (a group is contiguous).
+  std::vector<float> mean(static_cast<size_t>(n * groups)), rstd(static_cast<size_t>(n * groups));
+  const float* xp = x.data_ptr<float>();
+  at::parallel_for(0, n * groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* v = xp + i * group_size;
+      double sum = 0, squares = 0;
+      for (int64_t k = 0; k < group_size; ++k) sum += v[k], squares += static_cast<double>(v[k]) * v[k];
+      const double m = sum / static_cast<double>(group_size);
+      const double variance = std::max(squares / static_cast<double>(group_size) - m * m, 0.0);
+      mean[i] = static_cast<float>(m);
+      rstd[i] = static_cast<float>(1.0 / std::sqrt(variance + eps));
+    }
+  });
+  const float *g = weight.data_ptr<float>(), *b = bias.data_ptr<float>();
+  float* yp = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(size, 1));
+  at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t group = (row / c) * groups + (row % c) / per_group;
+      const float scale = rstd[group] * g[row % c];
+      silu_pass(yp + row * size, xp + row * size, size, scale, b[row % c] - mean[group] * scale);
+    }
+  });
+}
 
 bool GroupNormSiLUBackward::applies(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& weight,
                                     const torch::Tensor& bias) {

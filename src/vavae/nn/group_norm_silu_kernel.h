@@ -5,6 +5,16 @@
 
 namespace vavae::nn {
 
+// silu(group_norm(x)) without autograd in two passes over x (group statistics in float64, then
+// normalise and activate), writing to `out`, which may be x itself: the decoder's inference keeps
+// one activation-sized tensor less alive. Contiguous float32 CPU tensors (applies() says whether);
+// the sigmoid's exponential is the Cephes polynomial of the backward pass.
+struct GroupNormSiLUInference {
+  static bool applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+  static void run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight, const torch::Tensor& bias, int64_t groups,
+                  double eps);
+};
+
 // The backward pass of silu(group_norm(x)) in two passes over the activations, where ATen's
 // composition (recompute the normalised x, silu_backward, native_group_norm_backward) makes about
 // seven. Takes x, the incoming gradient, the GroupNorm's weight and bias and its saved per

@@ -139,6 +139,22 @@ __attribute__((target("avx512f"))) void input_gradient_row_avx512(float* dx, con
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
 
+bool cpu_float(const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
+
+// Rows are the (sample, channel) planes of an [n, c, ...] tensor; the GroupNorm's statistics are
+// per (sample, group).
+struct GroupLayout {
+  int64_t channels, groups;
+  int64_t channel(int64_t row) const { return row % channels; }
+  int64_t group(int64_t row) const { return (row / channels) * groups + channel(row) / (channels / groups); }
+};
+
+// group_norm(x) = x * scale + shift on one row.
+struct ChannelAffine {
+  float scale, shift;
+  ChannelAffine(float mean, float rstd, float gamma, float beta) : scale(rstd * gamma), shift(beta - mean * rstd * gamma) {}
+};
+
 // The widest of a function's clones this CPU runs.
 template <typename Function>
 Function widest_clone(Function plain, Function avx2, Function avx512) {
@@ -150,8 +166,7 @@ Function widest_clone(Function plain, Function avx2, Function avx512) {
 }  // namespace
 
 bool GroupNormSiLUInference::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  auto plain = [](const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
-  return plain(x) && plain(weight) && plain(bias) && x.dim() >= 2 && x.is_contiguous();
+  return cpu_float(x) && cpu_float(weight) && cpu_float(bias) && x.dim() >= 2 && x.is_contiguous();
 }
 
 void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight_in, const torch::Tensor& bias_in,
@@ -160,6 +175,7 @@ void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, con
   const torch::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const int64_t n = x.size(0), c = x.size(1), size = x.numel() / (n * c), per_group = c / groups;
   const int64_t group_size = per_group * size;
+  const GroupLayout layout{c, groups};
   // Mean and 1 / std per (sample, group), accumulated in float64 (a group is contiguous).
   std::vector<float> mean(static_cast<size_t>(n * groups)), rstd(static_cast<size_t>(n * groups));
   const float* xp = x.data_ptr<float>();
@@ -179,17 +195,16 @@ void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, con
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(size, 1));
   at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t group = (row / c) * groups + (row % c) / per_group;
-      const float scale = rstd[group] * g[row % c];
-      silu_pass(yp + row * size, xp + row * size, size, scale, b[row % c] - mean[group] * scale);
+      const int64_t channel = layout.channel(row), group = layout.group(row);
+      const ChannelAffine affine(mean[group], rstd[group], g[channel], b[channel]);
+      silu_pass(yp + row * size, xp + row * size, size, affine.scale, affine.shift);
     }
   });
 }
 
 bool GroupNormSiLUBackward::applies(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& weight,
                                     const torch::Tensor& bias) {
-  auto plain = [](const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
-  return plain(x) && plain(grad) && plain(weight) && plain(bias) && x.dim() >= 2 && x.sizes() == grad.sizes();
+  return cpu_float(x) && cpu_float(grad) && cpu_float(weight) && cpu_float(bias) && x.dim() >= 2 && x.sizes() == grad.sizes();
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::run(const torch::Tensor& x_in, const torch::Tensor& grad,
@@ -202,6 +217,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
   const torch::Tensor mean = mean_in.to(torch::kFloat32).contiguous(), rstd = rstd_in.to(torch::kFloat32).contiguous();
   const torch::Tensor gamma = weight.contiguous(), beta = bias.contiguous();
   const int64_t n = x.size(0), c = x.size(1), size = x.numel() / (n * c), per_group = c / groups;
+  const GroupLayout layout{c, groups};
   torch::Tensor dx = torch::empty_like(x);
   // Per (sample, channel): the sums of dL/da * x and of dL/da (a: the GroupNorm's output).
   torch::Tensor sums = torch::empty({n, c, 2}, torch::kFloat64);
@@ -213,9 +229,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
 
   at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t sample = row / c, channel = row % c, group = sample * groups + channel / per_group;
-      const float scale = rp[group] * g[channel];
-      const Row r{xp + row * size, dyp + row * size, dxp + row * size, size, scale, b[channel] - mp[group] * scale};
+      const int64_t channel = layout.channel(row), group = layout.group(row);
+      const ChannelAffine affine(mp[group], rp[group], g[channel], b[channel]);
+      const Row r{xp + row * size, dyp + row * size, dxp + row * size, size, affine.scale, affine.shift};
       const RowSums sums_of_row = silu_gradient_pass(r);
       sp[2 * row] = sums_of_row.x_weighted;
       sp[2 * row + 1] = sums_of_row.plain;
@@ -242,7 +258,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
   }
   at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t sample = row / c, channel = row % c, group = sample * groups + channel / per_group;
+      const int64_t channel = layout.channel(row), group = layout.group(row);
       const float c1 = rp[group] * g[channel];
       const float k2 = static_cast<float>(c2p[group]), k3 = static_cast<float>(c3p[group]);
       input_gradient_pass(dxp + row * size, xp + row * size, size, c1, k2, k3);
@@ -254,7 +270,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::r
   double *dwp = dweight.data_ptr<double>(), *dbp = dbias.data_ptr<double>();
   for (int64_t s = 0; s < n; ++s) {
     for (int64_t ch = 0; ch < c; ++ch) {
-      const int64_t i = s * groups + ch / per_group;
+      const int64_t i = layout.group(s * c + ch);
       dwp[ch] += (sp[2 * (s * c + ch)] - sp[2 * (s * c + ch) + 1] * mp[i]) * rp[i];
       dbp[ch] += sp[2 * (s * c + ch) + 1];
     }

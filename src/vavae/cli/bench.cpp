@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <limits>
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
@@ -117,7 +118,9 @@ void run_train_step_bench(const BenchOptions& o, const nn::AutoencoderConfig& co
   oc.disc_weight = 0.5;
   oc.perceptual_weight = o.no_lpips ? 0.0 : 1.0;
   oc.disc_factor = o.no_disc ? 0.0 : 1.0;
-  oc.disc_start = o.disc_start;
+  // --no-disc: no GAN term and no discriminator passes (the reference builds no discriminator);
+  // the phase before disc_start is exactly that, with Adam's idle step on zero gradients.
+  oc.disc_start = o.no_disc ? std::numeric_limits<int64_t>::max() / 4 : o.disc_start;
   oc.vf_weight = 0.1;
   oc.adaptive_vf = true;
   oc.vf.cos_margin = 0.5;

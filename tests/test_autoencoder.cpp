@@ -214,7 +214,7 @@ TEST(GroupNormSiLU, Float32InferenceKernelMatchesFloat64GroundTruth) {
     norm->weight.normal_(1.0, 4.0);
     norm->bias.normal_(0.0, 2.0);
     const torch::Tensor x = torch::randn(shape) * 3 + 0.5, kept = x.clone();
-    ASSERT_TRUE(nn::GroupNormSiLUInference::applies(x, norm->weight, norm->bias));
+    ASSERT_TRUE(nn::GroupNormSiLUForward::applies(x, norm->weight, norm->bias));
     const torch::Tensor out = nn::group_norm_silu(norm, x);
     EXPECT_TRUE(torch::equal(x, kept)) << "the input is left alone";
     const torch::Tensor truth = torch::silu(torch::group_norm(x.to(torch::kFloat64), 4, norm->weight.to(torch::kFloat64),
@@ -228,8 +228,8 @@ TEST(GroupNormSiLU, Float32InferenceKernelMatchesFloat64GroundTruth) {
   }
 }
 
-// The float32 CPU backward kernel (two passes, a polynomial exponential) against float64 ground
-// truth, within float32 rounding of each result's scale: rows shorter than, not a multiple of and a
+// The float32 CPU training kernels (forward and backward in two passes each, a polynomial
+// exponential) against float64 ground truth, within float32 rounding of each result's scale: rows shorter than, not a multiple of and a
 // multiple of its 16 lanes, and GroupNorm outputs far into the sigmoid's flat tails.
 TEST(GroupNormSiLU, Float32KernelMatchesFloat64GroundTruth) {
   torch::manual_seed(1);
@@ -244,10 +244,12 @@ TEST(GroupNormSiLU, Float32KernelMatchesFloat64GroundTruth) {
     }
     const torch::Tensor x0 = torch::randn(shape) * 3 + 0.5, dy = torch::randn(shape);
     ASSERT_TRUE(nn::GroupNormSiLUBackward::applies(x0, dy, norm->weight, norm->bias));
+    ASSERT_TRUE(nn::GroupNormSiLUForward::applies(x0, norm->weight, norm->bias));
     const torch::Tensor x = x0.clone().requires_grad_(true);
     norm->zero_grad();
-    (nn::group_norm_silu(norm, x) * dy).sum().backward();
-    const std::vector<torch::Tensor> fused{x.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
+    const torch::Tensor y = nn::group_norm_silu(norm, x);
+    (y * dy).sum().backward();
+    const std::vector<torch::Tensor> fused{y.detach(), x.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
 
     torch::nn::GroupNorm exact(torch::nn::GroupNormOptions(4, channels).eps(1e-6));
     exact->to(torch::kFloat64);
@@ -257,9 +259,10 @@ TEST(GroupNormSiLU, Float32KernelMatchesFloat64GroundTruth) {
       exact->bias.copy_(norm->bias);
     }
     const torch::Tensor x64 = x0.to(torch::kFloat64).requires_grad_(true);
-    (torch::silu(exact(x64)) * dy.to(torch::kFloat64)).sum().backward();
-    const std::vector<torch::Tensor> truth{x64.grad(), exact->weight.grad(), exact->bias.grad()};
-    const char* names[] = {"input gradient", "weight gradient", "bias gradient"};
+    const torch::Tensor y64 = torch::silu(exact(x64));
+    (y64 * dy.to(torch::kFloat64)).sum().backward();
+    const std::vector<torch::Tensor> truth{y64.detach(), x64.grad(), exact->weight.grad(), exact->bias.grad()};
+    const char* names[] = {"output", "input gradient", "weight gradient", "bias gradient"};
     for (size_t i = 0; i < truth.size(); ++i) {
       const double scale = truth[i].abs().max().item<double>(), error = (fused[i].to(torch::kFloat64) - truth[i]).abs().max().item<double>();
       EXPECT_LT(error, 2e-6 * scale) << names[i] << ": " << error << " of " << scale;

@@ -37,10 +37,17 @@ struct GroupNormSiLU : torch::autograd::Function<GroupNormSiLU> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, int64_t groups, double eps) {
     const torch::Tensor input = x.contiguous();
-    auto [out, mean, rstd] = normalize_groups(input, weight, bias, groups, eps);
+    torch::Tensor out, mean, rstd;
+    if (GroupNormSiLUForward::applies(input, weight, bias)) {
+      out = torch::empty_like(input);
+      std::tie(mean, rstd) = GroupNormSiLUForward::run(input, out, weight, bias, groups, eps);
+    } else {
+      std::tie(out, mean, rstd) = normalize_groups(input, weight, bias, groups, eps);
+      torch::silu_(out);
+    }
     ctx->save_for_backward({input, weight, bias, mean, rstd});
     ctx->saved_data["groups"] = groups;
-    return torch::silu_(out);
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
@@ -76,9 +83,9 @@ torch::Tensor group_norm_silu_into(torch::nn::GroupNorm& norm, const torch::Tens
   const auto& o = norm->options;
   const bool differentiable = torch::GradMode::is_enabled() && (input.requires_grad() || norm->weight.requires_grad());
   if (differentiable) return GroupNormSiLU::apply(input, norm->weight, norm->bias, o.num_groups(), o.eps());
-  if (GroupNormSiLUInference::applies(input, norm->weight, norm->bias)) {
+  if (GroupNormSiLUForward::applies(input, norm->weight, norm->bias)) {
     torch::Tensor out = overwrite ? input : torch::empty_like(input);
-    GroupNormSiLUInference::run(input, out, norm->weight, norm->bias, o.num_groups(), o.eps());
+    GroupNormSiLUForward::run(input, out, norm->weight, norm->bias, o.num_groups(), o.eps());
     return out;
   }
   torch::Tensor out = std::get<0>(normalize_groups(input.contiguous(), norm->weight, norm->bias, o.num_groups(), o.eps()));

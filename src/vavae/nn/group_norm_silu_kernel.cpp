@@ -122,6 +122,31 @@ inline __attribute__((always_inline)) void silu_row(float* y, const float* x, in
   }
 }
 
+struct Moments {
+  double sum, squares;
+};
+
+// Sum and sum of squares of a group in float64, eight lanes at a time in two independent chains.
+inline __attribute__((always_inline)) Moments group_moments(const float* v, int64_t size) {
+  using Floats = float __attribute__((vector_size(8 * sizeof(float))));
+  using Doubles = double __attribute__((vector_size(8 * sizeof(double))));
+  Doubles sum[2]{}, squares[2]{};
+  const int64_t blocks = size / 16;
+  for (int64_t block = 0; block < blocks; ++block) {
+    for (int half = 0; half < 2; ++half) {
+      Floats f;
+      std::memcpy(&f, v + block * 16 + half * 8, sizeof f);
+      const Doubles d = __builtin_convertvector(f, Doubles);
+      sum[half] += d;
+      squares[half] += d * d;
+    }
+  }
+  Moments m{0, 0};
+  for (int lane = 0; lane < 8; ++lane) m.sum += sum[0][lane] + sum[1][lane], m.squares += squares[0][lane] + squares[1][lane];
+  for (int64_t k = blocks * 16; k < size; ++k) m.sum += v[k], m.squares += static_cast<double>(v[k]) * v[k];
+  return m;
+}
+
 // The same bodies compiled for AVX2+FMA and AVX-512 where the CPU has them (the build targets
 // plain x86-64); chosen once per call.
 __attribute__((target("avx2,fma"))) RowSums silu_gradient_row_avx2(const Row& row) { return silu_gradient_row(row); }
@@ -132,6 +157,8 @@ __attribute__((target("avx2,fma"))) void silu_row_avx2(float* y, const float* x,
 __attribute__((target("avx512f"))) void silu_row_avx512(float* y, const float* x, int64_t size, float scale, float shift) {
   silu_row(y, x, size, scale, shift);
 }
+__attribute__((target("avx2,fma"))) Moments group_moments_avx2(const float* v, int64_t size) { return group_moments(v, size); }
+__attribute__((target("avx512f"))) Moments group_moments_avx512(const float* v, int64_t size) { return group_moments(v, size); }
 __attribute__((target("avx2,fma"))) void input_gradient_row_avx2(float* dx, const float* x, int64_t size, float c1, float c2, float c3) {
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
@@ -165,27 +192,28 @@ Function widest_clone(Function plain, Function avx2, Function avx512) {
 
 }  // namespace
 
-bool GroupNormSiLUInference::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+bool GroupNormSiLUForward::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return cpu_float(x) && cpu_float(weight) && cpu_float(bias) && x.dim() >= 2 && x.is_contiguous();
 }
 
-void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight_in, const torch::Tensor& bias_in,
-                                 int64_t groups, double eps) {
+std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::Tensor& x, torch::Tensor& out,
+                                                                  const torch::Tensor& weight_in, const torch::Tensor& bias_in,
+                                                                  int64_t groups, double eps) {
+  const auto moments_pass = widest_clone(&group_moments, &group_moments_avx2, &group_moments_avx512);
   const auto silu_pass = widest_clone(&silu_row, &silu_row_avx2, &silu_row_avx512);
   const torch::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const int64_t n = x.size(0), c = x.size(1), size = x.numel() / (n * c), per_group = c / groups;
   const int64_t group_size = per_group * size;
   const GroupLayout layout{c, groups};
   // Mean and 1 / std per (sample, group), accumulated in float64 (a group is contiguous).
-  std::vector<float> mean(static_cast<size_t>(n * groups)), rstd(static_cast<size_t>(n * groups));
+  torch::Tensor mean_out = torch::empty({n, groups}, torch::kFloat32), rstd_out = torch::empty({n, groups}, torch::kFloat32);
+  float *mean = mean_out.data_ptr<float>(), *rstd = rstd_out.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, n * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float* v = xp + i * group_size;
-      double sum = 0, squares = 0;
-      for (int64_t k = 0; k < group_size; ++k) sum += v[k], squares += static_cast<double>(v[k]) * v[k];
-      const double m = sum / static_cast<double>(group_size);
-      const double variance = std::max(squares / static_cast<double>(group_size) - m * m, 0.0);
+      const Moments moments = moments_pass(xp + i * group_size, group_size);
+      const double m = moments.sum / static_cast<double>(group_size);
+      const double variance = std::max(moments.squares / static_cast<double>(group_size) - m * m, 0.0);
       mean[i] = static_cast<float>(m);
       rstd[i] = static_cast<float>(1.0 / std::sqrt(variance + eps));
     }
@@ -200,6 +228,7 @@ void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, con
       silu_pass(yp + row * size, xp + row * size, size, affine.scale, affine.shift);
     }
   });
+  return {mean_out, rstd_out};
 }
 
 bool GroupNormSiLUBackward::applies(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& weight,

@@ -575,20 +575,28 @@ TEST(AdamStep, NonContiguousMomentsGiveLibTorchsStep) {
   EXPECT_TRUE(torch::allclose(fused[0], reference[0], 0, 2.4e-7 * reference[0].abs().max().item<double>()));
 }
 
+// One inf or nan anywhere (in a float32 gradient's sixteen-lane body or its tail, or in a float64
+// gradient) makes the gradients non-finite; finite ones of any size, however large, pass.
 TEST(AdamStep, GradientsFiniteFindsOneBadElementAnywhere) {
-  std::vector<torch::Tensor> parameters = adam_parameters({10, 100000, 7});
+  std::vector<torch::Tensor> parameters = adam_parameters({10, 100003, 7});
   for (auto& p : parameters) p.mutable_grad() = torch::randn_like(p) * 1e30;
   EXPECT_TRUE(train::gradients_finite(parameters));
   for (const float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), std::nanf("")}) {
-    for (const int64_t at : {int64_t{0}, int64_t{65537}, int64_t{99999}}) {
-      torch::Tensor g = parameters[1].grad();
-      const float kept = g[at].item<float>();
-      g[at] = bad;
-      EXPECT_FALSE(train::gradients_finite(parameters)) << bad << " at " << at;
-      g[at] = kept;
+    for (size_t tensor = 0; tensor < parameters.size(); ++tensor) {
+      torch::Tensor g = parameters[tensor].grad();
+      for (const int64_t at : {int64_t{0}, g.numel() / 2 + 1, g.numel() - 1}) {
+        const float kept = g[at].item<float>();
+        g[at] = bad;
+        EXPECT_FALSE(train::gradients_finite(parameters)) << bad << " at " << at << " of gradient " << tensor;
+        g[at] = kept;
+      }
     }
   }
   EXPECT_TRUE(train::gradients_finite(parameters));
+  torch::Tensor wide = torch::zeros({2}, torch::kFloat64).requires_grad_(true);
+  wide.mutable_grad() = torch::tensor({1.0, std::nan("")}, torch::kFloat64);
+  parameters.push_back(wide);
+  EXPECT_FALSE(train::gradients_finite(parameters)) << "a float64 gradient";
 }
 
 }  // namespace

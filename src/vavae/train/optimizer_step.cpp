@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "vavae/train/adam_state.h"
 
@@ -145,8 +146,19 @@ bool gradients_finite(const std::vector<torch::Tensor>& parameters) {
   }
   std::atomic<bool> finite{true};
   for_each_span(sizes, [&](size_t i, int64_t from, int64_t to) {
-    float zero = 0;  // x * 0 is 0 for a finite x and nan for inf or nan: no branch in the loop
-    for (int64_t k = from; k < to; ++k) zero += data[i][k] * 0.0f;
+    // x * 0 is 0 for a finite x and nan for inf or nan: no branch in the loop. Sixteen lanes, so
+    // the additions do not wait on each other and the loop runs at memory speed.
+    using Lanes = float __attribute__((vector_size(16 * sizeof(float))));
+    Lanes zeros{};
+    int64_t k = from;
+    for (; k + 16 <= to; k += 16) {
+      Lanes v;
+      std::memcpy(&v, data[i] + k, sizeof v);
+      zeros += v * 0.0f;
+    }
+    float zero = 0;
+    for (; k < to; ++k) zero += data[i][k] * 0.0f;
+    for (int lane = 0; lane < 16; ++lane) zero += zeros[lane];
     if (std::isnan(zero)) finite.store(false, std::memory_order_relaxed);
   });
   if (!finite.load()) return false;

@@ -20,6 +20,9 @@ bool bf16_is_native(torch::Device device);
 Precision parse_precision(const std::string& value, torch::Device device, const std::string& where);
 std::string precision_name(Precision p);
 
+// A defined float32 tensor in CPU memory: what the hand-written CPU kernels take.
+inline bool is_cpu_float(const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
+
 // Whether autocast is on for `device`'s type here (convolutions would then run in its dtype).
 bool autocast_active(torch::Device device);
 

@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "vavae/common/precision.h"
+
 // The generic (plain x86-64) instantiation passes 64-byte vectors between always-inlined helpers:
 // no call ever crosses the ABI the warning is about.
 #if defined(__GNUC__)
@@ -166,8 +168,6 @@ __attribute__((target("avx512f"))) void input_gradient_row_avx512(float* dx, con
   input_gradient_row(dx, x, size, c1, c2, c3);
 }
 
-bool cpu_float(const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
-
 // Rows are the (sample, channel) planes of an [n, c, ...] tensor; the GroupNorm's statistics are
 // per (sample, group).
 struct GroupLayout {
@@ -193,7 +193,7 @@ Function widest_clone(Function plain, Function avx2, Function avx512) {
 }  // namespace
 
 bool GroupNormSiLUForward::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  return cpu_float(x) && cpu_float(weight) && cpu_float(bias) && x.dim() >= 2 && x.is_contiguous();
+  return is_cpu_float(x) && is_cpu_float(weight) && is_cpu_float(bias) && x.dim() >= 2 && x.is_contiguous();
 }
 
 std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::Tensor& x, torch::Tensor& out,
@@ -233,7 +233,7 @@ std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::
 
 bool GroupNormSiLUBackward::applies(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& weight,
                                     const torch::Tensor& bias) {
-  return cpu_float(x) && cpu_float(grad) && cpu_float(weight) && cpu_float(bias) && x.dim() >= 2 && x.sizes() == grad.sizes();
+  return is_cpu_float(x) && is_cpu_float(grad) && is_cpu_float(weight) && is_cpu_float(bias) && x.dim() >= 2 && x.sizes() == grad.sizes();
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GroupNormSiLUBackward::run(const torch::Tensor& x_in, const torch::Tensor& grad,

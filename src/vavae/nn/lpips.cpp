@@ -1,9 +1,14 @@
 #include "vavae/nn/lpips.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "vavae/common/checked.h"
 #include "vavae/common/error.h"
+#include "vavae/common/precision.h"
 
 namespace vavae::nn {
 namespace {
@@ -17,6 +22,143 @@ const std::vector<std::vector<std::pair<int64_t, int64_t>>> kSlices = {
     {{24, 512}, {26, 512}, {28, 512}},
 };
 const int64_t kChannels[] = {64, 128, 256, 512, 512};
+constexpr double kNormEps = 1e-10;  // upstream's normalize_tensor: f / (||f|| + 1e-10)
+
+// One layer's LPIPS term without its intermediate tensors: for features f0, f1 [B, C, H, W], unit
+// length over channels u = f / (||f|| + 1e-10), head weights w [C] and the head's dropout mask m
+// (scaled by 1 / (1 - p); empty when dropout is off),
+//   d[b] = mean over pixels of sum_c w_c m_c (u0_c - u1_c)^2,
+// and its gradients with respect to f0 and f1 (the head is frozen). ATen's composition makes about
+// fifteen passes over the features forward and backward and keeps the normalised features alive;
+// this makes one forward and two backward, over blocks of pixels that stay in cache in between.
+// At a pixel whose features are all zero the gradient is nan, as the composition's (its sqrt
+// backward divides 0 by 0): the trainer skips such a step.
+class LayerDistance {
+ public:
+  LayerDistance(const torch::Tensor& f0, const torch::Tensor& f1, const torch::Tensor& weight, const torch::Tensor& mask)
+      : f0_(f0), f1_(f1), mask_(mask.numel() > 0 ? mask.contiguous() : torch::Tensor()), b_(f0.size(0)), c_(f0.size(1)), p_(f0.numel() / (f0.size(0) * f0.size(1))) {
+    weight_ = weight.reshape({-1}).contiguous();
+  }
+
+  // d [B, 1, 1, 1]; fills the inverse norms 1 / (||f|| + eps) and the norms per (sample, pixel),
+  // each [B, P]. One traversal: a block of pixels is summed and then compared while in cache.
+  torch::Tensor distance(torch::Tensor& inverse0, torch::Tensor& inverse1, torch::Tensor& norm0, torch::Tensor& norm1) const {
+    norm0 = torch::empty({b_, p_}, torch::kFloat32), norm1 = torch::empty({b_, p_}, torch::kFloat32);
+    inverse0 = torch::empty({b_, p_}, torch::kFloat32), inverse1 = torch::empty({b_, p_}, torch::kFloat32);
+    torch::Tensor per_pixel = torch::zeros({b_, p_}, torch::kFloat32);
+    const float *x0 = f0_.data_ptr<float>(), *x1 = f1_.data_ptr<float>(), *w = weight_.data_ptr<float>();
+    const float* m = mask_.defined() ? mask_.data_ptr<float>() : nullptr;
+    float *n0 = norm0.data_ptr<float>(), *n1 = norm1.data_ptr<float>();
+    float *r0 = inverse0.data_ptr<float>(), *r1 = inverse1.data_ptr<float>(), *d = per_pixel.data_ptr<float>();
+    for_each_chunk([&](int64_t b, int64_t from, int64_t to) {
+      float *s0 = n0 + b * p_, *s1 = n1 + b * p_, *q0 = r0 + b * p_, *q1 = r1 + b * p_, *out = d + b * p_;
+      std::fill(s0 + from, s0 + to, 0.0f);
+      std::fill(s1 + from, s1 + to, 0.0f);
+      for (int64_t c = 0; c < c_; ++c) {
+        const float *a = x0 + (b * c_ + c) * p_, *e = x1 + (b * c_ + c) * p_;
+        for (int64_t p = from; p < to; ++p) s0[p] += a[p] * a[p], s1[p] += e[p] * e[p];
+      }
+      for (int64_t p = from; p < to; ++p) {
+        s0[p] = std::sqrt(s0[p]), s1[p] = std::sqrt(s1[p]);
+        q0[p] = 1.0f / static_cast<float>(s0[p] + kNormEps);
+        q1[p] = 1.0f / static_cast<float>(s1[p] + kNormEps);
+      }
+      for (int64_t c = 0; c < c_; ++c) {
+        const int64_t row = (b * c_ + c) * p_;
+        const float *a = x0 + row, *e = x1 + row;
+        if (m) {
+          for (int64_t p = from; p < to; ++p) {
+            const float diff = a[p] * q0[p] - e[p] * q1[p];
+            out[p] += w[c] * (diff * diff * m[row + p]);
+          }
+        } else {
+          for (int64_t p = from; p < to; ++p) {
+            const float diff = a[p] * q0[p] - e[p] * q1[p];
+            out[p] += w[c] * (diff * diff);
+          }
+        }
+      }
+    });
+    return per_pixel.mean(1).view({b_, 1, 1, 1});
+  }
+
+  // dL/df_side given dL/dd [B] (side 0: f0, 1: f1).
+  torch::Tensor gradient(int side, const torch::Tensor& grad, const torch::Tensor& inverse0, const torch::Tensor& inverse1,
+                         const torch::Tensor& norm) const {
+    const torch::Tensor g = grad.reshape({b_}).to(torch::kFloat32).contiguous();
+    torch::Tensor df = torch::empty_like(side == 0 ? f0_ : f1_);
+    const float *x0 = f0_.data_ptr<float>(), *x1 = f1_.data_ptr<float>(), *w = weight_.data_ptr<float>(), *gp = g.data_ptr<float>();
+    const float *r0 = inverse0.data_ptr<float>(), *r1 = inverse1.data_ptr<float>(), *n = norm.data_ptr<float>();
+    const float* m = mask_.defined() ? mask_.data_ptr<float>() : nullptr;
+    const float sign = side == 0 ? 1.0f : -1.0f;  // d/du0 = 2 w m (u0 - u1) = -d/du1
+    float* out = df.data_ptr<float>();
+    for_each_chunk([&](int64_t b, int64_t from, int64_t to) {
+      const float *q0 = r0 + b * p_, *q1 = r1 + b * p_, *own = side == 0 ? q0 : q1, *length = n + b * p_;
+      const float scale = sign * 2.0f * gp[b] / static_cast<float>(p_);
+      std::vector<float> projection(static_cast<size_t>(to - from), 0.0f);  // sum_c e_c f_c per pixel
+      // e_c = dd/du_c; first the projection, then dd/df_c = r e_c - f_c r^2 / ||f|| * sum_k e_k f_k.
+      auto pass = [&](bool write) {
+        for (int64_t c = 0; c < c_; ++c) {
+          const int64_t row = (b * c_ + c) * p_;
+          const float *a = x0 + row, *e = x1 + row, *f = side == 0 ? a : e;
+          const float wc = scale * w[c];
+          for (int64_t p = from; p < to; ++p) {
+            float ec = wc * (a[p] * q0[p] - e[p] * q1[p]);
+            if (m) ec *= m[row + p];
+            if (write) {
+              const float k = length[p] > 0 ? projection[p - from] * own[p] * own[p] / length[p] : std::numeric_limits<float>::quiet_NaN();
+              out[row + p] = own[p] * ec - f[p] * k;
+            } else {
+              projection[p - from] += ec * f[p];
+            }
+          }
+        }
+      };
+      pass(false);
+      pass(true);
+    });
+    return df;
+  }
+
+ private:
+  // Runs fn(sample, first pixel, end pixel) over blocks of pixels, in parallel; a block of both
+  // sides' features takes about 256 KiB, so its second pass reads it from the core's L2.
+  template <typename Fn>
+  void for_each_chunk(Fn&& fn) const {
+    const int64_t chunk = std::clamp<int64_t>(32768 / c_, 16, 1024);
+    const int64_t chunks = (p_ + chunk - 1) / chunk;
+    at::parallel_for(0, b_ * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / chunks, from = (i % chunks) * chunk;
+        fn(b, from, std::min(p_, from + chunk));
+      }
+    });
+  }
+
+  torch::Tensor f0_, f1_, weight_, mask_;
+  int64_t b_, c_, p_;
+};
+
+struct LayerDistanceFunction : torch::autograd::Function<LayerDistanceFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& f0, const torch::Tensor& f1,
+                               const torch::Tensor& weight, const torch::Tensor& mask) {
+    const torch::Tensor a = f0.contiguous(), b = f1.contiguous();
+    const LayerDistance layer(a, b, weight, mask);
+    torch::Tensor inverse0, inverse1, norm0, norm1;
+    const torch::Tensor d = layer.distance(inverse0, inverse1, norm0, norm1);
+    ctx->save_for_backward({a, b, weight, mask, inverse0, inverse1, norm0, norm1});
+    return d;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const LayerDistance layer(s[0], s[1], s[2], s[3]);
+    torch::Tensor df0, df1;
+    if (ctx->needs_input_grad(0)) df0 = layer.gradient(0, grads[0], s[4], s[5], s[6]);
+    if (ctx->needs_input_grad(1)) df1 = layer.gradient(1, grads[0], s[4], s[5], s[7]);
+    return {df0, df1, torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -62,14 +204,28 @@ bool LPIPSImpl::has_weights() const {
 
 torch::Tensor LPIPSImpl::scale_input(const torch::Tensor& x) const { return (x - shift) / scale; }
 
-std::vector<torch::Tensor> LPIPSImpl::vgg_features(const torch::Tensor& x) {
+std::vector<torch::Tensor> LPIPSImpl::vgg_taps(const torch::Tensor& x) {
   std::vector<torch::Tensor> taps;
   torch::Tensor h = scale_input(x);
   for (auto& slice : slices) {
     h = slice->forward(h);
-    taps.push_back(h / (torch::sqrt(h.pow(2).sum(1, true)) + 1e-10));  // unit length over channels
+    taps.push_back(h);
   }
   return taps;
+}
+
+torch::Tensor LPIPSImpl::layer_distance(size_t k, const torch::Tensor& f0, const torch::Tensor& f1) {
+  auto& head = *lins[k];
+  auto& dropout = *head.model[0]->as<torch::nn::Dropout>();
+  const torch::Tensor& weight = head.model[1]->as<torch::nn::Conv2d>()->weight;
+  if (is_cpu_float(f0) && is_cpu_float(f1) && is_cpu_float(weight) && !weight.requires_grad()) {
+    torch::Tensor mask = torch::empty({0});  // torch::dropout's own noise: the same draws from the same generator
+    const double p = dropout.options.p();
+    if (dropout.is_training() && p > 0) mask = torch::empty_like(f0, torch::MemoryFormat::Contiguous).bernoulli_(1 - p).div_(1 - p);
+    return LayerDistanceFunction::apply(f0, f1, weight, mask);
+  }
+  auto unit = [](const torch::Tensor& h) { return h / (torch::sqrt(h.pow(2).sum(1, true)) + kNormEps); };
+  return head.model->forward((unit(f0) - unit(f1)).pow(2)).mean({2, 3}, true);
 }
 
 torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers) {
@@ -81,22 +237,22 @@ torch::Tensor LPIPSImpl::forward(const torch::Tensor& x0, const torch::Tensor& x
   std::vector<torch::Tensor> f0, f1;
   if (!grad) {
     const int64_t b = x0.size(0);
-    for (const auto& f : vgg_features(torch::cat({x0, x1}))) {
+    for (const auto& f : vgg_taps(torch::cat({x0, x1}))) {
       f0.push_back(f.slice(0, 0, b));
       f1.push_back(f.slice(0, b));
     }
   } else {
     auto side = [&](const torch::Tensor& x) {
-      if (x.requires_grad()) return vgg_features(x);
+      if (x.requires_grad()) return vgg_taps(x);
       torch::NoGradGuard no_grad;
-      return vgg_features(x);
+      return vgg_taps(x);
     };
     f0 = side(x0);
     f1 = side(x1);
   }
   torch::Tensor total;
   for (size_t k = 0; k < f0.size(); ++k) {
-    const torch::Tensor term = lins[k]->model->forward((f0[k] - f1[k]).pow(2)).mean({2, 3}, true);
+    const torch::Tensor term = layer_distance(k, f0[k], f1[k]);
     if (layers) layers->push_back(term);
     total = k == 0 ? term : total + term;
   }

@@ -33,7 +33,10 @@ struct LPIPSImpl : torch::nn::Module {
   // Per-image distance [B, 1, 1, 1]; `layers`, if given, receives the five per-layer terms.
   torch::Tensor forward(const torch::Tensor& x0, const torch::Tensor& x1, std::vector<torch::Tensor>* layers = nullptr);
   torch::Tensor scale_input(const torch::Tensor& x) const;  // (x - shift) / scale
-  std::vector<torch::Tensor> vgg_features(const torch::Tensor& x);  // the five channel-normalised taps
+  std::vector<torch::Tensor> vgg_taps(const torch::Tensor& x);  // the five VGG activations LPIPS compares
+  // Layer k's term [B, 1, 1, 1]: mean over pixels of lin_k((unit(f0) - unit(f1))^2), unit(f) the
+  // features scaled to length 1 over channels (a fused kernel for float32 CPU features).
+  torch::Tensor layer_distance(size_t k, const torch::Tensor& f0, const torch::Tensor& f1);
   // Parameters start as NaN, so a forward pass before weights were loaded fails with an Error
   // instead of returning a distance from random VGG features.
   bool has_weights() const;

@@ -7,13 +7,14 @@
 #include <cmath>
 #include <cstring>
 
+#include "vavae/common/precision.h"
 #include "vavae/train/adam_state.h"
 
 namespace vavae::train {
 namespace {
 
 bool plain_cpu_float(const torch::Tensor& t) {
-  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() && !t.is_sparse();
+  return is_cpu_float(t) && t.is_contiguous() && !t.is_sparse();
 }
 
 // Runs body(tensor index, first element, end element) over the elements of all tensors of the

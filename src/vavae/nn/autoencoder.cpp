@@ -36,18 +36,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> normalize_groups(const t
 struct GroupNormSiLU : torch::autograd::Function<GroupNormSiLU> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, int64_t groups, double eps) {
+    // ATen's forward, not GroupNormSiLUInference: a step with either is as fast (within noise), and
+    // the two-rank equivalence test (DataParallel.TwoRanksWithGlobalAdaptiveWeights...) sits at the
+    // edge of the GAN weight's amplification of rounding, where float64 statistics moved step 8's
+    // drift from 0.02 to 3.
     const torch::Tensor input = x.contiguous();
-    torch::Tensor out, mean, rstd;
-    if (GroupNormSiLUForward::applies(input, weight, bias)) {
-      out = torch::empty_like(input);
-      std::tie(mean, rstd) = GroupNormSiLUForward::run(input, out, weight, bias, groups, eps);
-    } else {
-      std::tie(out, mean, rstd) = normalize_groups(input, weight, bias, groups, eps);
-      torch::silu_(out);
-    }
+    auto [out, mean, rstd] = normalize_groups(input, weight, bias, groups, eps);
     ctx->save_for_backward({input, weight, bias, mean, rstd});
     ctx->saved_data["groups"] = groups;
-    return out;
+    return torch::silu_(out);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
@@ -83,9 +80,9 @@ torch::Tensor group_norm_silu_into(torch::nn::GroupNorm& norm, const torch::Tens
   const auto& o = norm->options;
   const bool differentiable = torch::GradMode::is_enabled() && (input.requires_grad() || norm->weight.requires_grad());
   if (differentiable) return GroupNormSiLU::apply(input, norm->weight, norm->bias, o.num_groups(), o.eps());
-  if (GroupNormSiLUForward::applies(input, norm->weight, norm->bias)) {
+  if (GroupNormSiLUInference::applies(input, norm->weight, norm->bias)) {
     torch::Tensor out = overwrite ? input : torch::empty_like(input);
-    GroupNormSiLUForward::run(input, out, norm->weight, norm->bias, o.num_groups(), o.eps());
+    GroupNormSiLUInference::run(input, out, norm->weight, norm->bias, o.num_groups(), o.eps());
     return out;
   }
   torch::Tensor out = std::get<0>(normalize_groups(input.contiguous(), norm->weight, norm->bias, o.num_groups(), o.eps()));

@@ -192,13 +192,12 @@ Function widest_clone(Function plain, Function avx2, Function avx512) {
 
 }  // namespace
 
-bool GroupNormSiLUForward::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+bool GroupNormSiLUInference::applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return is_cpu_float(x) && is_cpu_float(weight) && is_cpu_float(bias) && x.dim() >= 2 && x.is_contiguous();
 }
 
-std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::Tensor& x, torch::Tensor& out,
-                                                                  const torch::Tensor& weight_in, const torch::Tensor& bias_in,
-                                                                  int64_t groups, double eps) {
+void GroupNormSiLUInference::run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight_in, const torch::Tensor& bias_in,
+                                 int64_t groups, double eps) {
   const auto moments_pass = widest_clone(&group_moments, &group_moments_avx2, &group_moments_avx512);
   const auto silu_pass = widest_clone(&silu_row, &silu_row_avx2, &silu_row_avx512);
   const torch::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
@@ -206,8 +205,7 @@ std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::
   const int64_t group_size = per_group * size;
   const GroupLayout layout{c, groups};
   // Mean and 1 / std per (sample, group), accumulated in float64 (a group is contiguous).
-  torch::Tensor mean_out = torch::empty({n, groups}, torch::kFloat32), rstd_out = torch::empty({n, groups}, torch::kFloat32);
-  float *mean = mean_out.data_ptr<float>(), *rstd = rstd_out.data_ptr<float>();
+  std::vector<float> mean(static_cast<size_t>(n * groups)), rstd(static_cast<size_t>(n * groups));
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, n * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -228,7 +226,6 @@ std::tuple<torch::Tensor, torch::Tensor> GroupNormSiLUForward::run(const torch::
       silu_pass(yp + row * size, xp + row * size, size, affine.scale, affine.shift);
     }
   });
-  return {mean_out, rstd_out};
 }
 
 bool GroupNormSiLUBackward::applies(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& weight,

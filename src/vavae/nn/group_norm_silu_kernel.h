@@ -5,16 +5,15 @@
 
 namespace vavae::nn {
 
-// silu(group_norm(x)) in two passes over x (group statistics in float64, then normalise and
-// activate), where ATen's group_norm and silu make three, writing to `out`, which may be x itself
-// (the decoder's inference keeps one activation-sized tensor less alive). Returns the float32
-// per-(sample, group) mean and 1/std, [n, groups], as native_group_norm does, for the backward pass.
-// Contiguous float32 CPU tensors (applies() says whether); the sigmoid's exponential is the Cephes
-// polynomial of the backward pass.
-struct GroupNormSiLUForward {
+// silu(group_norm(x)) without autograd in two passes over x (group statistics in float64, then
+// normalise and activate), where ATen's group_norm and silu make three, writing to `out`, which may
+// be x itself: the decoder's inference keeps one activation-sized tensor less alive. Contiguous
+// float32 CPU tensors (applies() says whether); the sigmoid's exponential is the Cephes polynomial
+// of the backward pass.
+struct GroupNormSiLUInference {
   static bool applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
-  static std::tuple<torch::Tensor, torch::Tensor> run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight,
-                                                      const torch::Tensor& bias, int64_t groups, double eps);
+  static void run(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& weight, const torch::Tensor& bias, int64_t groups,
+                  double eps);
 };
 
 // The backward pass of silu(group_norm(x)) in two passes over the activations, where ATen's

@@ -118,6 +118,10 @@ TEST_F(LPIPSFixture, FusedLayerDistanceDropsWhatTorchDropoutDrops) {
   lpips->eval();
   torch::NoGradGuard no_grad;
   EXPECT_FALSE(torch::allclose(fused, lpips->layer_distance(0, f0, f1), 1e-3, 0)) << "dropout changed the distance";
+  // Features that do not fit each other or the head are refused, not read out of bounds.
+  EXPECT_THROW(lpips->layer_distance(0, f0, f1.slice(3, 0, 5)), Error);
+  EXPECT_THROW(lpips->layer_distance(1, f0, f1), Error);
+  EXPECT_EQ(lpips->layer_distance(0, f0.slice(0, 0, 0), f1.slice(0, 0, 0)).size(0), 0) << "an empty batch";
 }
 
 TEST(LPIPS, LoadsTorchvisionVggPlusLinearHeads) {

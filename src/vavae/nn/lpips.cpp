@@ -9,6 +9,7 @@
 #include "vavae/common/checked.h"
 #include "vavae/common/error.h"
 #include "vavae/common/precision.h"
+#include "vavae/common/runtime.h"
 
 namespace vavae::nn {
 namespace {
@@ -36,9 +37,8 @@ constexpr double kNormEps = 1e-10;  // upstream's normalize_tensor: f / (||f|| +
 class LayerDistance {
  public:
   LayerDistance(const torch::Tensor& f0, const torch::Tensor& f1, const torch::Tensor& weight, const torch::Tensor& mask)
-      : f0_(f0), f1_(f1), mask_(mask.numel() > 0 ? mask.contiguous() : torch::Tensor()), b_(f0.size(0)), c_(f0.size(1)), p_(f0.numel() / (f0.size(0) * f0.size(1))) {
-    weight_ = weight.reshape({-1}).contiguous();
-  }
+      : f0_(f0), f1_(f1), weight_(weight.reshape({-1}).contiguous()), mask_(mask.numel() > 0 ? mask.contiguous() : torch::Tensor()),
+        b_(f0.size(0)), c_(f0.size(1)), p_(f0.numel() / (f0.size(0) * f0.size(1))) {}
 
   // d [B, 1, 1, 1]; fills the inverse norms 1 / (||f|| + eps) and the norms per (sample, pixel),
   // each [B, P]. One traversal: a block of pixels is summed and then compared while in cache.
@@ -215,10 +215,13 @@ std::vector<torch::Tensor> LPIPSImpl::vgg_taps(const torch::Tensor& x) {
 }
 
 torch::Tensor LPIPSImpl::layer_distance(size_t k, const torch::Tensor& f0, const torch::Tensor& f1) {
-  auto& head = *lins[k];
+  auto& head = *lins.at(k);
   auto& dropout = *head.model[0]->as<torch::nn::Dropout>();
   const torch::Tensor& weight = head.model[1]->as<torch::nn::Conv2d>()->weight;
-  if (is_cpu_float(f0) && is_cpu_float(f1) && is_cpu_float(weight) && !weight.requires_grad()) {
+  if (f0.dim() != 4 || f0.sizes() != f1.sizes() || f0.size(1) != weight.size(1))
+    throw Error("LPIPS layer " + std::to_string(k) + ": features of shapes " + shape_string(f0.sizes()) + " and " + shape_string(f1.sizes()) +
+                " for a head of " + std::to_string(weight.size(1)) + " channels");
+  if (f0.numel() > 0 && is_cpu_float(f0) && is_cpu_float(f1) && is_cpu_float(weight) && !weight.requires_grad()) {
     torch::Tensor mask = torch::empty({0});  // torch::dropout's own noise: the same draws from the same generator
     const double p = dropout.options.p();
     if (dropout.is_training() && p > 0) mask = torch::empty_like(f0, torch::MemoryFormat::Contiguous).bernoulli_(1 - p).div_(1 - p);

@@ -179,7 +179,7 @@ struct GroupLayout {
 // group_norm(x) = x * scale + shift on one row.
 struct ChannelAffine {
   float scale, shift;
-  ChannelAffine(float mean, float rstd, float gamma, float beta) : scale(rstd * gamma), shift(beta - mean * rstd * gamma) {}
+  ChannelAffine(float mean, float rstd, float gamma, float beta) : scale(rstd * gamma), shift(beta - mean * scale) {}
 };
 
 // The widest of a function's clones this CPU runs.

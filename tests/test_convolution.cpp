@@ -135,5 +135,48 @@ TEST(Convolution, WinogradRefusesWhatItCannotRun) {
   EXPECT_THROW(winograd_conv3x3(torch::randn({1, 16, 32, 32}), torch::randn({16, 16, 5, 5}), {}), std::exception);
 }
 
+// A frozen layer (no gradient for its weights, as LPIPS's VGG) on images below Winograd's size runs
+// oneDNN's direct kernels with the weights laid out once: the output and the input gradient are
+// LibTorch's convolution's, and a change of the weights (written in place, or a new tensor) is seen
+// at the next call.
+TEST(Convolution, FrozenLayersKeepTheirWeightLayoutUntilTheWeightsChange) {
+  SKIP_WITHOUT_WINOGRAD();
+  const ConvolutionScope scope(ConvolutionAlgorithm::winograd);
+  torch::manual_seed(2);
+  Conv2d frozen(torch::nn::Conv2dOptions(32, 48, 3).padding(1));
+  for (auto& p : frozen->parameters()) p.set_requires_grad(false);
+  const auto expect_libtorch = [&](const torch::Tensor& x0, const char* when) {
+    const torch::Tensor x = x0.clone().requires_grad_(true), reference_x = x0.clone().requires_grad_(true);
+    const torch::Tensor y = frozen(x), reference = frozen->torch::nn::Conv2dImpl::forward(reference_x);
+    ASSERT_EQ(y.sizes(), reference.sizes()) << when;
+    const double scale = reference.abs().max().item<double>();
+    EXPECT_LE((y - reference).abs().max().item<double>(), 1e-6 * scale) << when;
+    const torch::Tensor dy = torch::randn_like(y);
+    (y * dy).sum().backward();
+    (reference * dy).sum().backward();
+    EXPECT_LE((x.grad() - reference_x.grad()).abs().max().item<double>(), 1e-6 * reference_x.grad().abs().max().item<double>()) << when;
+    EXPECT_FALSE(frozen->weight.grad().defined()) << when;
+  };
+  const torch::Tensor x = torch::randn({4, 32, 8, 8});
+  ASSERT_FALSE(winograd_applies(x, frozen->weight));
+  expect_libtorch(x, "first call");
+  expect_libtorch(torch::randn({2, 32, 4, 6}), "another image size");
+  {
+    torch::NoGradGuard no_grad;
+    frozen->weight.mul_(-2).add_(0.5);
+  }
+  expect_libtorch(x, "after an in-place change of the weights");
+  frozen->weight = torch::randn({48, 32, 3, 3});  // what forward reads; the old tensor stays registered
+  expect_libtorch(x, "with a new weight tensor");
+  {
+    torch::NoGradGuard no_grad;  // inference: no autograd node, the same kernel
+    EXPECT_LE((frozen(x) - frozen->torch::nn::Conv2dImpl::forward(x)).abs().max().item<double>(),
+              1e-6 * frozen(x).abs().max().item<double>());
+  }
+  // Trainable weights stay on LibTorch's kernel.
+  Conv2d trainable(torch::nn::Conv2dOptions(32, 48, 3).padding(1));
+  EXPECT_TRUE(torch::equal(trainable(x), trainable->torch::nn::Conv2dImpl::forward(x)));
+}
+
 }  // namespace
 }  // namespace vavae::nn

@@ -83,14 +83,19 @@ std::optional<Kernels> create_kernels(const Geometry& g) {
   return k;
 }
 
-const Kernels* kernels_for(const Geometry& g) {
+// create(key), made once per key and kept for the process (primitive descriptors are cheap to keep
+// and slow to make); nullptr where create found no kernel.
+template <typename Value, typename Key>
+const Value* memoised(const Key& key, std::optional<Value> (*create)(const Key&)) {
   static std::mutex mutex;
-  static std::map<Geometry, std::optional<Kernels>> cache;
+  static std::map<Key, std::optional<Value>> cache;
   const std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(g);
-  if (it == cache.end()) it = cache.emplace(g, create_kernels(g)).first;
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, create(key)).first;
   return it->second ? &*it->second : nullptr;
 }
+
+const Kernels* kernels_for(const Geometry& g) { return memoised(g, &create_kernels); }
 
 // Output rows [first_row, first_row + rows), computed from input rows [input_first_row, ...).
 struct Band {
@@ -128,7 +133,7 @@ torch::Tensor buffer(const memory::desc& desc) {
 // Buffers that live only during one band (the kernels' scratchpad of transformed tiles, about 4.5x
 // the band's input; blocked copies of inputs, outputs and output gradients), kept per thread and
 // grown, not allocated per call: fresh pages for them cost more than Winograd saves.
-enum class Workspace { scratchpad, input, output, output_grad, count };
+enum class Workspace { scratchpad, input, output, output_grad, weights, count };
 
 torch::Tensor workspace(Workspace slot, const memory::desc& desc) {
   thread_local std::array<torch::Tensor, static_cast<size_t>(Workspace::count)> buffers;
@@ -261,6 +266,157 @@ struct WinogradConvolution : torch::autograd::Function<WinogradConvolution> {
   }
 };
 
+// Frozen weights on small images. A frozen network (LPIPS's VGG) convolves with the same weights at
+// every step, and LibTorch's oneDNN path lays them out for the kernel again in every call: a
+// 512x512x3x3 layer is 9.4 MB, about a millisecond, as much as the convolution itself at 8x8 pixels
+// and below. Here the forward layout of weights that take no gradient is kept between calls until
+// the tensor changes (its version counter counts in-place writes; a new tensor or storage is a new
+// entry), and the kernels are oneDNN's direct ones, the ones LibTorch runs.
+struct DirectGeometry {
+  int64_t n, in, out, h, w;
+  bool operator<(const DirectGeometry& o) const { return std::tie(n, in, out, h, w) < std::tie(o.n, o.in, o.out, o.h, o.w); }
+};
+
+struct DirectKernels {
+  dnnl::convolution_forward::primitive_desc forward_pd;
+  dnnl::convolution_backward_data::primitive_desc input_grad_pd;
+};
+
+// 3x3, stride 1, padding 1.
+std::optional<DirectKernels> create_direct_kernels(const DirectGeometry& g) {
+  const auto any = [](memory::dims d) { return memory::desc(std::move(d), memory::data_type::f32, Tag::any); };
+  const memory::dims src{g.n, g.in, g.h, g.w}, weights{g.out, g.in, 3, 3}, bias{g.out}, dst{g.n, g.out, g.h, g.w};
+  const memory::dims stride{1, 1}, padding{1, 1};
+  const auto alg = dnnl::algorithm::convolution_direct;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto& engine = cpu_engine();
+  const auto forward = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any(src), any(weights),
+                                                       plain(bias, Tag::x), any(dst), stride, padding, padding);
+  DirectKernels k;
+  k.forward_pd = dnnl::convolution_forward::primitive_desc(forward, attr, engine, /*allow_empty=*/true);
+  if (!k.forward_pd) return std::nullopt;
+  const auto input_grad = dnnl::convolution_backward_data::desc(alg, any(src), any(weights), any(dst), stride, padding, padding);
+  k.input_grad_pd = dnnl::convolution_backward_data::primitive_desc(input_grad, attr, engine, k.forward_pd, true);
+  if (!k.input_grad_pd) return std::nullopt;
+  return k;
+}
+
+const DirectKernels* direct_kernels_for(const DirectGeometry& g) { return memoised(g, &create_direct_kernels); }
+
+// The layouts of frozen weights, one per (tensor, layout), dropped with their tensor.
+class FrozenLayouts {
+ public:
+  torch::Tensor laid_out(const torch::Tensor& weight, const memory::desc& desc) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [](const Entry& e) { return e.owner.expired(); }), entries_.end());
+    const auto fresh = [&](Entry& e) {
+      e.data = weight.data_ptr(), e.version = weight._version();
+      e.layout = blocked_weights(weight.contiguous(), desc).clone();  // never an alias of the weight itself
+    };
+    for (Entry& e : entries_)
+      if (e.owner._unsafe_get_target() == weight.unsafeGetTensorImpl() && e.desc == desc) {
+        if (e.data != weight.data_ptr() || e.version != weight._version()) fresh(e);
+        return e.layout;
+      }
+    Entry e{Owner(weight.getIntrusivePtr()), nullptr, 0, desc, {}};
+    fresh(e);
+    entries_.push_back(std::move(e));
+    return entries_.back().layout;
+  }
+
+ private:
+  using Owner = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+  struct Entry {
+    Owner owner;
+    const void* data;
+    int64_t version;
+    memory::desc desc;
+    torch::Tensor layout;
+  };
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+};
+
+FrozenLayouts& frozen_layouts() {
+  static auto* layouts = new FrozenLayouts;  // never destroyed: tensors may outlive static destruction
+  return *layouts;
+}
+
+torch::Tensor direct_forward(const DirectKernels& k, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const auto& pd = k.forward_pd;
+  const torch::Tensor w = frozen_layouts().laid_out(weight, pd.weights_desc());
+  const torch::Tensor src = blocked_rows(x, 0, pd.src_desc(), Workspace::input);
+  const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
+  dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
+                                                       {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
+                                                       {DNNL_ARG_BIAS, view(plain({bias.size(0)}, Tag::x), bias)},
+                                                       {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
+                                                       {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
+  torch::Tensor y = torch::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+  reorder(view(pd.dst_desc(), dst), rows_of(y, 0, y.size(2)));
+  return y;
+}
+
+// The input gradient, with the weights laid out for it in this call (a backward pass uses them once).
+torch::Tensor direct_input_grad(const DirectKernels& k, const torch::Tensor& dy, const torch::Tensor& weight) {
+  const auto& pd = k.input_grad_pd;
+  const torch::Tensor w = workspace(Workspace::weights, pd.weights_desc());
+  reorder(view(plain(dims_of(weight), Tag::oihw), weight), view(pd.weights_desc(), w));
+  const torch::Tensor g = blocked_rows(dy, 0, pd.diff_dst_desc(), Workspace::output_grad);
+  const torch::Tensor diff_src = workspace(Workspace::input, pd.diff_src_desc());
+  dnnl::convolution_backward_data(pd).execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, view(pd.diff_dst_desc(), g)},
+                                                             {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
+                                                             {DNNL_ARG_DIFF_SRC, view(pd.diff_src_desc(), diff_src)},
+                                                             {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
+  torch::Tensor dx = torch::empty({dy.size(0), weight.size(1), dy.size(2), dy.size(3)}, dy.options());
+  reorder(view(pd.diff_src_desc(), diff_src), rows_of(dx, 0, dx.size(2)));
+  return dx;
+}
+
+// The kernels for `weight` on [n, ·, h, w] images.
+const DirectKernels& direct_kernels_of(const torch::Tensor& weight, int64_t n, int64_t h, int64_t w) {
+  const DirectKernels* k = direct_kernels_for({n, weight.size(1), weight.size(0), h, w});
+  if (!k)
+    throw Error("no direct convolution kernel for weight " + shape_string(weight.sizes()) + " on " + std::to_string(n) + " images of " +
+                std::to_string(h) + "x" + std::to_string(w));
+  return *k;
+}
+
+// Differentiable in the input only: the weights and bias are frozen.
+struct FrozenWeightConvolution : torch::autograd::Function<FrozenWeightConvolution> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+    ctx->save_for_backward({weight});
+    const torch::Tensor x_plain = x.contiguous();
+    return direct_forward(direct_kernels_of(weight, x.size(0), x.size(2), x.size(3)), x_plain, weight, bias);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const torch::Tensor weight = ctx->get_saved_variables()[0].contiguous();
+    const torch::Tensor dy = grads[0].contiguous();
+    const DirectKernels& k = direct_kernels_of(weight, dy.size(0), dy.size(2), dy.size(3));
+    return {direct_input_grad(k, dy, weight), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+bool frozen_direct_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (convolution_algorithm() != ConvolutionAlgorithm::winograd) return false;
+  if (!is_cpu_float(x) || !is_cpu_float(weight) || (bias.defined() && !is_cpu_float(bias))) return false;
+  if (autocast_active(x.device())) return false;
+  if (weight.requires_grad() || (bias.defined() && bias.requires_grad()) || weight.is_inference()) return false;
+  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1)) return false;
+  if (weight.size(0) < kMinWinogradChannels || weight.size(1) < kMinWinogradChannels) return false;
+  return direct_kernels_for({x.size(0), weight.size(1), weight.size(0), x.size(2), x.size(3)}) != nullptr;
+}
+
+torch::Tensor frozen_direct(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const torch::Tensor b = bias.defined() ? bias.contiguous() : torch::zeros({weight.size(0)}, x.options());
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return FrozenWeightConvolution::apply(x, weight, b);
+  const torch::Tensor x_plain = x.contiguous();
+  return direct_forward(direct_kernels_of(weight, x.size(0), x.size(2), x.size(3)), x_plain, weight, b);
+}
+
 bool cpu_has_winograd() {
   static const bool available = kernels_for({1, 16, 16, 16, 16, 1, 1}) != nullptr;
   return available;
@@ -358,8 +514,10 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
                              !o.transposed() && torch::enumtype::get_enum_name(o.padding_mode()) == "kZeros" &&
                              _reversed_padding_repeated_twice == std::vector<int64_t>{1, 1, 1, 1};
 #ifdef VAVAE_WITH_ONEDNN
-  if (same_size_3x3)
+  if (same_size_3x3) {
     if (const std::vector<Band> bands = winograd_bands(x, weight); !bands.empty()) return convolve(bands, x, weight, bias);
+    if (frozen_direct_applies(x, weight, bias)) return frozen_direct(x, weight, bias);
+  }
 #endif
   return torch::nn::Conv2dImpl::forward(x);
 }

@@ -7,13 +7,15 @@
 // kernels, 3x3 stride 1, at least 16 input and output channels, images of 16x16 or more), it runs
 // the Winograd F(4x4, 3x3) algorithm: about half the multiplications of the direct convolution
 // LibTorch calls, forward, input gradient and weight gradient alike, at float32 rounding of the
-// same function (cuDNN picks Winograd for PyTorch on GPUs the same way). Everything else, bf16
-// autocast and CUDA included, is torch::nn::Conv2d's forward.
+// same function (cuDNN picks Winograd for PyTorch on GPUs the same way). Frozen 3x3 layers (weights
+// without gradient, as LPIPS's VGG) on smaller images run oneDNN's direct kernels with their weight
+// layout kept between calls. Everything else, bf16 autocast and CUDA included, is
+// torch::nn::Conv2d's forward.
 namespace vavae::nn {
 
 enum class ConvolutionAlgorithm {
   direct,    // LibTorch's kernels everywhere: bit for bit what PyTorch computes on this CPU
-  winograd,  // Winograd where it applies (the default when the build and the CPU have it)
+  winograd,  // Winograd where it applies, kept layouts for frozen layers (the default when the build and the CPU have it)
 };
 
 // The process-wide choice; VAVAE_CONV=direct|winograd in the environment sets the initial value.

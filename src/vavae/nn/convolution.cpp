@@ -60,25 +60,41 @@ struct Geometry {
 
 memory::desc plain(memory::dims dims, Tag tag) { return memory::desc(std::move(dims), memory::data_type::f32, tag); }
 
+memory::desc any_layout(memory::dims dims) { return memory::desc(std::move(dims), memory::data_type::f32, Tag::any); }
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// A 3x3 stride-1 convolution of `input_rows` x w images from `in` to `out` channels, zero padding of
+// one column on each side and of pad_top / pad_bottom rows.
+struct Shape3x3 {
+  memory::dims src, weights, bias, dst, stride, pad_before, pad_after;
+  Shape3x3(int64_t n, int64_t in, int64_t out, int64_t input_rows, int64_t w, int64_t pad_top, int64_t pad_bottom)
+      : src{n, in, input_rows, w}, weights{out, in, 3, 3}, bias{out}, dst{n, out, input_rows + pad_top + pad_bottom - 2, w},
+        stride{1, 1}, pad_before{pad_top, 1}, pad_after{pad_bottom, 1} {}
+};
+
+// The forward kernel of `alg` for `s`, layouts left to oneDNN; empty where it has none.
+dnnl::convolution_forward::primitive_desc forward_kernel(dnnl::algorithm alg, const Shape3x3& s) {
+  const auto forward = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any_layout(s.src), any_layout(s.weights),
+                                                       plain(s.bias, Tag::x), any_layout(s.dst), s.stride, s.pad_before, s.pad_after);
+  return dnnl::convolution_forward::primitive_desc(forward, user_scratchpad(), cpu_engine(), /*allow_empty=*/true);
+}
+
 // Kernels for `g`, or nullopt where oneDNN has no Winograd implementation for it (CPUs without
 // AVX-512).
 std::optional<Kernels> create_kernels(const Geometry& g) {
-  const auto any = [](memory::dims d) { return memory::desc(std::move(d), memory::data_type::f32, Tag::any); };
-  const int64_t output_rows = g.input_rows + g.pad_top + g.pad_bottom - 2;
-  const memory::dims src{g.n, g.in, g.input_rows, g.w}, weights{g.out, g.in, 3, 3}, bias{g.out};
-  const memory::dims dst{g.n, g.out, output_rows, g.w}, stride{1, 1}, pad_before{g.pad_top, 1}, pad_after{g.pad_bottom, 1};
+  const Shape3x3 s(g.n, g.in, g.out, g.input_rows, g.w, g.pad_top, g.pad_bottom);
   const auto alg = dnnl::algorithm::convolution_winograd;
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto& engine = cpu_engine();
-  const auto forward = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any(src), any(weights),
-                                                       plain(bias, Tag::x), any(dst), stride, pad_before, pad_after);
   Kernels k;
-  k.forward_pd = dnnl::convolution_forward::primitive_desc(forward, attr, engine, /*allow_empty=*/true);
+  k.forward_pd = forward_kernel(alg, s);
   if (!k.forward_pd) return std::nullopt;
-  const auto weight_grad = dnnl::convolution_backward_weights::desc(alg, any(src), any(weights), plain(bias, Tag::x), any(dst),
-                                                                    stride, pad_before, pad_after);
-  k.weight_grad_pd = dnnl::convolution_backward_weights::primitive_desc(weight_grad, attr, engine, k.forward_pd, true);
+  const auto weight_grad = dnnl::convolution_backward_weights::desc(alg, any_layout(s.src), any_layout(s.weights), plain(s.bias, Tag::x),
+                                                                    any_layout(s.dst), s.stride, s.pad_before, s.pad_after);
+  k.weight_grad_pd = dnnl::convolution_backward_weights::primitive_desc(weight_grad, user_scratchpad(), cpu_engine(), k.forward_pd, true);
   if (!k.weight_grad_pd) return std::nullopt;
   return k;
 }
@@ -181,6 +197,20 @@ torch::Tensor blocked_weights(const torch::Tensor& weight, const memory::desc& d
   return out;
 }
 
+// Rows [first_row, first_row + pd's output rows) of y = conv(x's rows from input_first_row, w) + bias,
+// `w` laid out as pd wants it; x and y contiguous [N, C, H, W].
+void forward_rows(const dnnl::convolution_forward::primitive_desc& pd, const torch::Tensor& x, int64_t input_first_row,
+                  const torch::Tensor& w, const torch::Tensor& bias, const torch::Tensor& y, int64_t first_row) {
+  const torch::Tensor src = blocked_rows(x, input_first_row, pd.src_desc(), Workspace::input);
+  const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
+  dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
+                                                       {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
+                                                       {DNNL_ARG_BIAS, view(plain({bias.size(0)}, Tag::x), bias)},
+                                                       {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
+                                                       {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
+  reorder(view(pd.dst_desc(), dst), rows_of(y, first_row, pd.dst_desc().dims()[2]));
+}
+
 // y = conv(x, weight) + bias over `bands`; all three contiguous, `bias` defined.
 torch::Tensor banded_forward(const std::vector<Band>& bands, const torch::Tensor& x, const torch::Tensor& weight,
                              const torch::Tensor& bias) {
@@ -190,14 +220,7 @@ torch::Tensor banded_forward(const std::vector<Band>& bands, const torch::Tensor
   for (const Band& band : bands) {
     const auto& pd = band.kernels->forward_pd;
     if (!w.defined() || w_desc != pd.weights_desc()) w = blocked_weights(weight, w_desc = pd.weights_desc());
-    const torch::Tensor src = blocked_rows(x, band.input_first_row, pd.src_desc(), Workspace::input);
-    const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
-    dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
-                                                         {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
-                                                         {DNNL_ARG_BIAS, view(plain({bias.size(0)}, Tag::x), bias)},
-                                                         {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
-                                                         {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
-    reorder(view(pd.dst_desc(), dst), rows_of(y, band.first_row, band.rows));
+    forward_rows(pd, x, band.input_first_row, w, bias, y, band.first_row);
   }
   return y;
 }
@@ -284,20 +307,14 @@ struct DirectKernels {
 
 // 3x3, stride 1, padding 1.
 std::optional<DirectKernels> create_direct_kernels(const DirectGeometry& g) {
-  const auto any = [](memory::dims d) { return memory::desc(std::move(d), memory::data_type::f32, Tag::any); };
-  const memory::dims src{g.n, g.in, g.h, g.w}, weights{g.out, g.in, 3, 3}, bias{g.out}, dst{g.n, g.out, g.h, g.w};
-  const memory::dims stride{1, 1}, padding{1, 1};
+  const Shape3x3 s(g.n, g.in, g.out, g.h, g.w, 1, 1);
   const auto alg = dnnl::algorithm::convolution_direct;
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto& engine = cpu_engine();
-  const auto forward = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any(src), any(weights),
-                                                       plain(bias, Tag::x), any(dst), stride, padding, padding);
   DirectKernels k;
-  k.forward_pd = dnnl::convolution_forward::primitive_desc(forward, attr, engine, /*allow_empty=*/true);
+  k.forward_pd = forward_kernel(alg, s);
   if (!k.forward_pd) return std::nullopt;
-  const auto input_grad = dnnl::convolution_backward_data::desc(alg, any(src), any(weights), any(dst), stride, padding, padding);
-  k.input_grad_pd = dnnl::convolution_backward_data::primitive_desc(input_grad, attr, engine, k.forward_pd, true);
+  const auto input_grad = dnnl::convolution_backward_data::desc(alg, any_layout(s.src), any_layout(s.weights), any_layout(s.dst), s.stride,
+                                                                s.pad_before, s.pad_after);
+  k.input_grad_pd = dnnl::convolution_backward_data::primitive_desc(input_grad, user_scratchpad(), cpu_engine(), k.forward_pd, true);
   if (!k.input_grad_pd) return std::nullopt;
   return k;
 }
@@ -344,17 +361,8 @@ FrozenLayouts& frozen_layouts() {
 }
 
 torch::Tensor direct_forward(const DirectKernels& k, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const auto& pd = k.forward_pd;
-  const torch::Tensor w = frozen_layouts().laid_out(weight, pd.weights_desc());
-  const torch::Tensor src = blocked_rows(x, 0, pd.src_desc(), Workspace::input);
-  const torch::Tensor dst = workspace(Workspace::output, pd.dst_desc());
-  dnnl::convolution_forward(pd).execute(cpu_stream(), {{DNNL_ARG_SRC, view(pd.src_desc(), src)},
-                                                       {DNNL_ARG_WEIGHTS, view(pd.weights_desc(), w)},
-                                                       {DNNL_ARG_BIAS, view(plain({bias.size(0)}, Tag::x), bias)},
-                                                       {DNNL_ARG_DST, view(pd.dst_desc(), dst)},
-                                                       {DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())}});
-  torch::Tensor y = torch::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
-  reorder(view(pd.dst_desc(), dst), rows_of(y, 0, y.size(2)));
+  const torch::Tensor y = torch::empty({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+  forward_rows(k.forward_pd, x, 0, frozen_layouts().laid_out(weight, k.forward_pd.weights_desc()), bias, y, 0);
   return y;
 }
 

@@ -391,13 +391,17 @@ const DirectKernels& direct_kernels_of(const torch::Tensor& weight, int64_t n, i
   return *k;
 }
 
+torch::Tensor frozen_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const torch::Tensor x_plain = x.contiguous();
+  return direct_forward(direct_kernels_of(weight, x.size(0), x.size(2), x.size(3)), x_plain, weight, bias);
+}
+
 // Differentiable in the input only: the weights and bias are frozen.
 struct FrozenWeightConvolution : torch::autograd::Function<FrozenWeightConvolution> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias) {
     ctx->save_for_backward({weight});
-    const torch::Tensor x_plain = x.contiguous();
-    return direct_forward(direct_kernels_of(weight, x.size(0), x.size(2), x.size(3)), x_plain, weight, bias);
+    return frozen_forward(x, weight, bias);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
@@ -421,8 +425,7 @@ bool frozen_direct_applies(const torch::Tensor& x, const torch::Tensor& weight, 
 torch::Tensor frozen_direct(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const torch::Tensor b = bias.defined() ? bias.contiguous() : torch::zeros({weight.size(0)}, x.options());
   if (torch::GradMode::is_enabled() && x.requires_grad()) return FrozenWeightConvolution::apply(x, weight, b);
-  const torch::Tensor x_plain = x.contiguous();
-  return direct_forward(direct_kernels_of(weight, x.size(0), x.size(2), x.size(3)), x_plain, weight, b);
+  return frozen_forward(x, weight, b);
 }
 
 bool cpu_has_winograd() {

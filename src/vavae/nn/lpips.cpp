@@ -24,6 +24,7 @@ const std::vector<std::vector<std::pair<int64_t, int64_t>>> kSlices = {
 };
 const int64_t kChannels[] = {64, 128, 256, 512, 512};
 constexpr double kNormEps = 1e-10;  // upstream's normalize_tensor: f / (||f|| + 1e-10)
+constexpr int64_t kMaxChunk = 1024;  // pixels per block of LayerDistance's passes
 
 // One layer's LPIPS term without its intermediate tensors: for features f0, f1 [B, C, H, W], unit
 // length over channels u = f / (||f|| + 1e-10), head weights w [C] and the head's dropout mask m
@@ -95,7 +96,7 @@ class LayerDistance {
     for_each_chunk([&](int64_t b, int64_t from, int64_t to) {
       const float *q0 = r0 + b * p_, *q1 = r1 + b * p_, *own = side == 0 ? q0 : q1, *length = n + b * p_;
       const float scale = sign * 2.0f * gp[b] / static_cast<float>(p_);
-      std::vector<float> projection(static_cast<size_t>(to - from), 0.0f);  // sum_c e_c f_c per pixel
+      float projection[kMaxChunk] = {};  // sum_c e_c f_c per pixel of the block
       // e_c = dd/du_c; first the projection, then dd/df_c = r e_c - f_c r^2 / ||f|| * sum_k e_k f_k.
       auto pass = [&](bool write) {
         for (int64_t c = 0; c < c_; ++c) {
@@ -125,7 +126,7 @@ class LayerDistance {
   // sides' features takes about 256 KiB, so its second pass reads it from the core's L2.
   template <typename Fn>
   void for_each_chunk(Fn&& fn) const {
-    const int64_t chunk = std::clamp<int64_t>(32768 / c_, 16, 1024);
+    const int64_t chunk = std::clamp<int64_t>(32768 / c_, 16, kMaxChunk);
     const int64_t chunks = (p_ + chunk - 1) / chunk;
     at::parallel_for(0, b_ * chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {

@@ -99,7 +99,7 @@ __attribute__((target("avx512f,fma"))) VAVAE_ADAM_LANES(__m512, avx512, _mm512_s
 
 // A moment the one-pass update can work on once made contiguous (absent: created as float zeros).
 bool usable_moment(const torch::Tensor& m, const torch::Tensor& p) {
-  return m.defined() && m.device().is_cpu() && m.scalar_type() == torch::kFloat32 && !m.is_sparse() && m.sizes() == p.sizes();
+  return is_cpu_float(m) && !m.is_sparse() && m.sizes() == p.sizes();
 }
 
 // Whether the one-pass update computes what optimizer.step() would.

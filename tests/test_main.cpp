@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <ftw.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -9,6 +12,15 @@
 #include "vavae/common/runtime.h"
 
 namespace {
+
+// Deletes a directory tree, children before parents, links not followed. Not
+// std::filesystem::remove_all: PyTorch's wheels export the copy of it they link statically
+// (pytorch/pytorch#133437), which a test binary linked against them calls, and which jumps to
+// an address of 0.
+void remove_tree(const std::string& root) {
+  nftw(root.c_str(), [](const char* path, const struct stat*, int, struct FTW*) { std::remove(path); return 0; }, 16,
+       FTW_DEPTH | FTW_PHYS);
+}
 
 // Removes the process's scratch root at the end: the tests write checkpoints, runs and latents
 // there, and hundreds of test processes would otherwise fill the disk.
@@ -21,8 +33,7 @@ class ScratchCleanup : public ::testing::Environment {
       std::cerr << "scratch files of the failed run kept in " << root << "\n";
       return;
     }
-    std::error_code ignored;
-    std::filesystem::remove_all(root, ignored);
+    remove_tree(root);
   }
 };
 

@@ -1,6 +1,7 @@
 // The trainer end to end on small data: learning, resume, stages, checkpoints, signals, report.
 #include <signal.h>
 #include <sys/wait.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -534,9 +535,10 @@ TEST(AdamStep, OnePassEqualsLibTorchsAdamStepByStep) {
     train::adam_step(fused_adam);
     for (size_t i = 0; i < sizes.size(); ++i) {
       SCOPED_TRACE("step " + std::to_string(step) + ", parameter " + std::to_string(i));
-      // Bit for bit where ATen's kernels use fused multiply-adds as the pass does (AVX2 and later);
-      // else within an ulp of the parameter.
-      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      // Bit for bit against the kernels the pass reproduces (Debian's LibTorch 1.13 on AVX2 and
+      // later, which fuse the same multiply-adds); other builds' kernels round the moments their own
+      // way (LibTorch 2.11 from PyTorch's wheel differs here): within two ulps of the largest parameter.
+      if (TORCH_VERSION_MAJOR < 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         EXPECT_TRUE(torch::equal(fused[i], reference[i])) << (fused[i] - reference[i]).abs().max().item<double>();
       } else {
         EXPECT_TRUE(torch::allclose(fused[i], reference[i], 0, 2.4e-7 * reference[i].abs().max().item<double>()));

@@ -518,13 +518,13 @@ torch::Tensor winograd_conv3x3(const torch::Tensor& x, const torch::Tensor& weig
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+#ifdef VAVAE_WITH_ONEDNN
   const auto& o = options;
   // 3x3, stride 1, zero padding of 1 on every side (the resolved padding covers 'same' too).
   const bool same_size_3x3 = (*o.kernel_size())[0] == 3 && (*o.kernel_size())[1] == 3 && (*o.stride())[0] == 1 &&
                              (*o.stride())[1] == 1 && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 && o.groups() == 1 &&
                              !o.transposed() && torch::enumtype::get_enum_name(o.padding_mode()) == "kZeros" &&
                              _reversed_padding_repeated_twice == std::vector<int64_t>{1, 1, 1, 1};
-#ifdef VAVAE_WITH_ONEDNN
   if (same_size_3x3) {
     if (const std::vector<Band> bands = winograd_bands(x, weight); !bands.empty()) return convolve(bands, x, weight, bias);
     if (frozen_direct_applies(x, weight, bias)) return frozen_direct(x, weight, bias);

@@ -532,7 +532,7 @@ TEST(AdamStep, OnePassEqualsLibTorchsAdamStepByStep) {
       fused[i].mutable_grad() = g.clone();
     }
     reference_adam.step();
-    train::adam_step(fused_adam);
+    ASSERT_EQ(train::adam_step(fused_adam), train::AdamUpdate::one_pass);
     for (size_t i = 0; i < sizes.size(); ++i) {
       SCOPED_TRACE("step " + std::to_string(step) + ", parameter " + std::to_string(i));
       // Bit for bit against the kernels the pass reproduces (Debian's LibTorch 1.13 on AVX2 and
@@ -549,6 +549,55 @@ TEST(AdamStep, OnePassEqualsLibTorchsAdamStepByStep) {
   EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*fused_adam.state().at(key)).step(), 4);
   EXPECT_EQ(fused_adam.state().size(), reference_adam.state().size()) << "no state for the parameter without a gradient";
   EXPECT_TRUE(torch::equal(fused.back(), reference.back()));
+}
+
+// Where the one-pass update does not apply (float64 on the CPU here; float32 on a GPU), the
+// multi-tensor update takes LibTorch's steps: bit for bit on the CPU, where ATen runs its
+// operations tensor by tensor; on a GPU, whose multi-tensor kernels round their own way, within two
+// ulps of the largest parameter. A parameter that misses its gradient on some steps keeps its own
+// step count; weight decay goes to LibTorch's step.
+TEST(AdamStep, MultiTensorUpdateEqualsLibTorchsAdamStepByStep) {
+  torch::manual_seed(7);
+  const torch::Device device = test_device();
+  const torch::Dtype dtype = device.is_cpu() ? torch::kFloat64 : torch::kFloat32;
+  const std::vector<int64_t> sizes{1, 3, 70001, 17, 5};
+  std::vector<torch::Tensor> reference, multi;
+  for (int64_t n : sizes) {
+    const torch::Tensor start = torch::randn({n}, torch::dtype(dtype)).to(device);
+    reference.push_back(start.clone().requires_grad_(true));
+    multi.push_back(start.clone().requires_grad_(true));
+  }
+  const auto options = torch::optim::AdamOptions(1e-3).betas({0.5, 0.9});
+  torch::optim::Adam reference_adam(reference, options), multi_adam(multi, options);
+  for (int step = 0; step < 4; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      // Parameter 1 has a gradient every other step; the last one never has.
+      const bool has_gradient = i + 1 < sizes.size() && (i != 1 || step % 2 == 0);
+      const torch::Tensor g =
+          has_gradient ? (torch::randn({sizes[i]}, torch::dtype(dtype)) * std::pow(10.0, static_cast<double>(i) - 3)).to(device)
+                       : torch::Tensor();
+      reference[i].mutable_grad() = has_gradient ? g.clone() : g;
+      multi[i].mutable_grad() = has_gradient ? g.clone() : g;
+    }
+    reference_adam.step();
+    ASSERT_EQ(train::adam_step(multi_adam), train::AdamUpdate::multi_tensor);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      SCOPED_TRACE("step " + std::to_string(step) + ", parameter " + std::to_string(i));
+      if (device.is_cpu()) {
+        EXPECT_TRUE(torch::equal(multi[i], reference[i])) << (multi[i] - reference[i]).abs().max().item<double>();
+      } else {
+        EXPECT_TRUE(torch::allclose(multi[i], reference[i], 0, 2.4e-7 * reference[i].abs().max().item<double>()));
+      }
+    }
+  }
+  for (size_t i = 0; i + 1 < sizes.size(); ++i) {
+    const auto& expected = train::adam_param_state(reference_adam.state(), reference[i]);
+    EXPECT_EQ(train::adam_param_state(multi_adam.state(), multi[i]).step(), expected.step()) << "parameter " << i;
+  }
+  EXPECT_EQ(multi_adam.state().size(), reference_adam.state().size()) << "no state for the parameter without a gradient";
+
+  torch::optim::Adam decaying(multi, torch::optim::AdamOptions(1e-3).weight_decay(0.1));
+  EXPECT_EQ(train::adam_step(decaying), train::AdamUpdate::per_parameter);
 }
 
 TEST(AdamStep, NonContiguousMomentsGiveLibTorchsStep) {
@@ -577,12 +626,19 @@ TEST(AdamStep, NonContiguousMomentsGiveLibTorchsStep) {
   EXPECT_TRUE(torch::allclose(fused[0], reference[0], 0, 2.4e-7 * reference[0].abs().max().item<double>()));
 }
 
-// One inf or nan anywhere (in a float32 gradient's sixteen-lane body or its tail, or in a float64
-// gradient) makes the gradients non-finite; finite ones of any size, however large, pass.
+// One inf or nan anywhere (in a float32 gradient's sixteen-lane body or its tail on the CPU, in any
+// gradient on a GPU, or in a float64 gradient) makes the gradients non-finite; finite ones of any
+// size, however large, pass, and the check leaves them as they were.
 TEST(AdamStep, GradientsFiniteFindsOneBadElementAnywhere) {
   std::vector<torch::Tensor> parameters = adam_parameters({10, 100003, 7});
-  for (auto& p : parameters) p.mutable_grad() = torch::randn_like(p) * 1e30;
+  for (auto& p : parameters) {
+    p = p.detach().to(test_device()).requires_grad_(true);
+    p.mutable_grad() = torch::randn_like(p) * 1e30;
+  }
+  std::vector<torch::Tensor> before;
+  for (const auto& p : parameters) before.push_back(p.grad().clone());
   EXPECT_TRUE(train::gradients_finite(parameters));
+  for (size_t i = 0; i < parameters.size(); ++i) EXPECT_TRUE(torch::equal(parameters[i].grad(), before[i])) << "gradient " << i;
   for (const float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), std::nanf("")}) {
     for (size_t tensor = 0; tensor < parameters.size(); ++tensor) {
       torch::Tensor g = parameters[tensor].grad();
@@ -595,8 +651,8 @@ TEST(AdamStep, GradientsFiniteFindsOneBadElementAnywhere) {
     }
   }
   EXPECT_TRUE(train::gradients_finite(parameters));
-  torch::Tensor wide = torch::zeros({2}, torch::kFloat64).requires_grad_(true);
-  wide.mutable_grad() = torch::tensor({1.0, std::nan("")}, torch::kFloat64);
+  torch::Tensor wide = torch::zeros({2}, torch::dtype(torch::kFloat64).device(test_device())).requires_grad_(true);
+  wide.mutable_grad() = torch::tensor({1.0, std::nan("")}, torch::kFloat64).to(test_device());
   parameters.push_back(wide);
   EXPECT_FALSE(train::gradients_finite(parameters)) << "a float64 gradient";
 }

@@ -12,6 +12,7 @@
 #include "vavae/data/loader.h"
 #include "vavae/io/safetensors.h"
 #include "vavae/io/weights.h"
+#include "vavae/train/optimizer_step.h"
 
 namespace vavae::eval {
 namespace {
@@ -85,7 +86,7 @@ FeatureNetResult train_feature_net(const FeatureNetTraining& o, torch::Device de
     const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(b.images.to(device)), b.labels.to(device));
     optimizer.zero_grad();
     loss.backward();
-    optimizer.step();
+    train::adam_step(optimizer);
     if (step == 1) r.first_loss = loss.item<double>();
     r.last_loss = loss.item<double>();
     if (step % 100 == 0 || step == o.steps) {

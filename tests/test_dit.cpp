@@ -39,13 +39,17 @@ dit::LightningDiTConfig config_from(const nlohmann::json& constructor) {
   return c;
 }
 
-// A fixture variant's network with its weights, in eval mode.
+// A fixture variant's network with its weights, in eval mode, on the test device.
 dit::LightningDiT load_variant(const std::string& folder) {
   dit::LightningDiT model(config_from(read_json(folder + "/config.json").at("constructor")));
   io::load_into(*model, io::read_weights(fixture(folder + "/weights.safetensors")));
   model->eval();
+  model->to(test_device());
   return model;
 }
+
+// A stored input on the test device.
+torch::Tensor input(const io::SafetensorsReader& inputs, const std::string& name) { return inputs.tensor(name).to(test_device()); }
 
 class DiTModel : public ::testing::TestWithParam<std::string> {
  protected:
@@ -60,7 +64,7 @@ TEST_P(DiTModel, ForwardAndEveryIntermediateMatchUpstream) {
   const io::SafetensorsReader intermediates(fixture(folder() + "/intermediates.safetensors"));
   torch::NoGradGuard no_grad;
   dit::Trace trace;
-  const torch::Tensor out = model->forward(inputs.tensor("x"), inputs.tensor("t"), inputs.tensor("y"), &trace);
+  const torch::Tensor out = model->forward(input(inputs, "x"), input(inputs, "t"), input(inputs, "y"), &trace);
   EXPECT_TRUE(all_close(out, outputs.tensor("out"), tolerance_from(meta(), "out")));
   int compared = 0;
   for (const auto& entry : intermediates.entries()) {
@@ -78,18 +82,18 @@ TEST_P(DiTModel, ClassifierFreeGuidanceMatchesUpstreamWithAndWithoutTheInterval)
   const io::SafetensorsReader inputs(fixture(folder() + "/inputs.safetensors"));
   const io::SafetensorsReader outputs(fixture(folder() + "/outputs.safetensors"));
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = inputs.tensor("cfg.x"), y = inputs.tensor("cfg.y");
+  const torch::Tensor x = input(inputs, "cfg.x"), y = input(inputs, "cfg.y");
   for (const auto& [name, c] : config.at("cfg_cases").items()) {
     dit::Guidance g;
     g.scale = c.at("cfg_scale");
     g.interval = c.at("cfg_interval");
     g.interval_start = c.at("cfg_interval_start");
     const std::string t = c.at("t_input");
-    EXPECT_TRUE(all_close(model->forward_with_cfg(x, inputs.tensor(t), y, g), outputs.tensor("cfg." + name), tolerance_from(meta(), "cfg." + name)))
+    EXPECT_TRUE(all_close(model->forward_with_cfg(x, input(inputs, t), y, g), outputs.tensor("cfg." + name), tolerance_from(meta(), "cfg." + name)))
         << name;
   }
   for (const std::string t : {"t_hi", "t_lo"})
-    EXPECT_TRUE(all_close(model->forward(x, inputs.tensor("cfg." + t), y), outputs.tensor("cfg.raw_forward_" + t),
+    EXPECT_TRUE(all_close(model->forward(x, input(inputs, "cfg." + t), y), outputs.tensor("cfg.raw_forward_" + t),
                           tolerance_from(meta(), "cfg.raw_forward_" + t)));
 }
 
@@ -116,7 +120,7 @@ TEST(DiTModel, CfgWithScaleOneIsTheConditionalPrediction) {
   dit::LightningDiT model = load_variant("dit/model/p2_plain");
   const io::SafetensorsReader inputs(fixture("dit/model/p2_plain/inputs.safetensors"));
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = inputs.tensor("cfg.x"), y = inputs.tensor("cfg.y"), t = inputs.tensor("cfg.t_hi");
+  const torch::Tensor x = input(inputs, "cfg.x"), y = input(inputs, "cfg.y"), t = input(inputs, "cfg.t_hi");
   const int64_t n = x.size(0) / 2;
   dit::Guidance all_channels;
   all_channels.channels = 0;  // every channel guided, so the whole first half is the guided one
@@ -174,9 +178,9 @@ TEST_P(DiTTransport, LossTermsAndEveryGradientMatchUpstream) {
   if (c.use_lognorm) {  // t is the float32 rounding of sigmoid(the double draws)
     EXPECT_TRUE(torch::equal(torch::sigmoid(inputs.tensor("normal_draws")).to(torch::kFloat32), inputs.tensor("t")));
   }
-  const torch::Tensor y = inputs.tensor("y_used");
+  const torch::Tensor y = input(inputs, "y_used");
   const dit::TransportLoss loss = dit::transport_loss([&](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, t, y); },
-                                                      inputs.tensor("x1"), {inputs.tensor("t"), inputs.tensor("x0")}, c);
+                                                      input(inputs, "x1"), {input(inputs, "t"), input(inputs, "x0")}, c);
   auto tol = [&](const std::string& name) { return tolerance_from(meta, name); };
   EXPECT_TRUE(all_close(loss.xt, outputs.tensor("xt"), tol("xt")));
   EXPECT_TRUE(all_close(loss.ut, outputs.tensor("ut"), tol("ut")));
@@ -208,13 +212,13 @@ INSTANTIATE_TEST_SUITE_P(Cases, DiTTransport, ::testing::Values("lognorm_cos", "
 // keeps 8 bits of mantissa).
 TEST_P(DiTTransport, Bf16AutocastKeepsTheLossWithinOnePercentOfFp32) {
   SKIP_WITHOUT_BF16();
-  const torch::Tensor y = inputs.tensor("y_used");
+  const torch::Tensor y = input(inputs, "y_used");
   const dit::TransportLoss loss = dit::transport_loss(
       [&](const torch::Tensor& x, const torch::Tensor& t) {
-        const AutocastScope autocast(torch::kCPU, Precision::bf16);
+        const AutocastScope autocast(test_device(), Precision::bf16);
         return model->forward(x, t, y);
       },
-      inputs.tensor("x1"), {inputs.tensor("t"), inputs.tensor("x0")}, c);
+      input(inputs, "x1"), {input(inputs, "t"), input(inputs, "x0")}, c);
   EXPECT_EQ(loss.prediction.scalar_type(), torch::kFloat);
   const double total = outputs.tensor("total_loss").item<double>(), mse = outputs.tensor("mse_mean").item<double>();
   EXPECT_NEAR(loss.total.item<double>(), total, 1e-2 * std::abs(total));
@@ -222,7 +226,7 @@ TEST_P(DiTTransport, Bf16AutocastKeepsTheLossWithinOnePercentOfFp32) {
   loss.total.backward();
   const auto parameters = model->named_parameters();
   for (const auto& entry : grads.entries()) {
-    const torch::Tensor ours = parameters[entry.name].grad(), reference = grads.tensor(entry.name);
+    const torch::Tensor ours = parameters[entry.name].grad().cpu(), reference = grads.tensor(entry.name);
     ASSERT_TRUE(ours.defined()) << entry.name;
     EXPECT_EQ(ours.scalar_type(), torch::kFloat) << entry.name;
     const double scale = reference.norm().item<double>();
@@ -270,7 +274,7 @@ TEST_P(DiTSampler, TrajectoriesAndEveryModelCallMatchUpstream) {
     const auto& kw = config.at("model_kwargs");
     g.scale = kw.at("cfg_scale"), g.interval = kw.at("cfg_interval"), g.interval_start = kw.at("cfg_interval_start");
   }
-  const torch::Tensor y = inputs.tensor("model_input_y");
+  const torch::Tensor y = input(inputs, "model_input_y");
   std::vector<torch::Tensor> eval_t, eval_x, eval_v, trajectory;
   torch::NoGradGuard no_grad;
   const dit::VelocityModel velocity = [&](const torch::Tensor& x, const torch::Tensor& t) {
@@ -278,7 +282,7 @@ TEST_P(DiTSampler, TrajectoriesAndEveryModelCallMatchUpstream) {
     eval_t.push_back(t), eval_x.push_back(x), eval_v.push_back(v);
     return v;
   };
-  const torch::Tensor final = dit::sample_ode(velocity, inputs.tensor("model_input_x0"), sc, &trajectory);
+  const torch::Tensor final = dit::sample_ode(velocity, input(inputs, "model_input_x0"), sc, &trajectory);
   auto tol = [&](const std::string& name) { return tolerance_from(meta, name); };
   EXPECT_TRUE(all_close(dit::sampling_grid(sc), outputs.tensor("t_grid"), tol("t_grid")));
   EXPECT_TRUE(all_close(torch::stack(trajectory), outputs.tensor("trajectory"), tol("trajectory")));
@@ -355,16 +359,16 @@ TEST(DiTSampling, AFixedSeedReproducesTheSamplesAtAnyBatchSize) {
   o.count = 5, o.seed = 11, o.batch_size = 2;
   o.sampler.num_steps = 4;
   o.guidance.scale = 3;
-  const dit::Generated a = dit::generate_latents(*model, o, torch::kCPU);
+  const dit::Generated a = dit::generate_latents(*model, o, test_device());
   EXPECT_EQ(a.latents.sizes(), (std::vector<int64_t>{5, model->config.in_channels, model->config.input_size, model->config.input_size}));
-  EXPECT_TRUE(torch::equal(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents));
+  EXPECT_TRUE(torch::equal(a.latents, dit::generate_latents(*model, o, test_device()).latents));
   o.batch_size = 5;
-  EXPECT_TRUE(all_close(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents, {1e-5, 1e-5}));
+  EXPECT_TRUE(all_close(a.latents, dit::generate_latents(*model, o, test_device()).latents, {1e-5, 1e-5}));
   o.seed = 12;
-  EXPECT_FALSE(all_close(a.latents, dit::generate_latents(*model, o, torch::kCPU).latents, {1e-2, 1e-2}));
+  EXPECT_FALSE(all_close(a.latents, dit::generate_latents(*model, o, test_device()).latents, {1e-2, 1e-2}));
   EXPECT_TRUE(torch::equal(a.labels, torch::tensor({0, 1, 2, 3, 4}, torch::kInt64)));
   o.labels = {3, 20};
-  EXPECT_THROW(dit::generate_latents(*model, o, torch::kCPU), Error);
+  EXPECT_THROW(dit::generate_latents(*model, o, test_device()), Error);
 }
 
 // dit sample --mixed-precision bf16: the same noise gives samples close to the fp32 ones (a few
@@ -376,9 +380,9 @@ TEST(DiTSampling, Bf16AutocastSamplesStayCloseToFp32) {
   o.count = 4, o.seed = 3, o.batch_size = 4;
   o.sampler.num_steps = 6;
   o.guidance.scale = 2;
-  const torch::Tensor fp32 = dit::generate_latents(*model, o, torch::kCPU).latents;
+  const torch::Tensor fp32 = dit::generate_latents(*model, o, test_device()).latents;
   o.precision = Precision::bf16;
-  const torch::Tensor bf16 = dit::generate_latents(*model, o, torch::kCPU).latents;
+  const torch::Tensor bf16 = dit::generate_latents(*model, o, test_device()).latents;
   EXPECT_EQ(bf16.scalar_type(), torch::kFloat);
   EXPECT_LT((bf16 - fp32).norm().item<double>(), 5e-2 * fp32.norm().item<double>());
   EXPECT_FALSE(torch::equal(bf16, fp32)) << "the forward passes ran in bf16";

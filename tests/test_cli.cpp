@@ -1,5 +1,6 @@
 // The vavae executable end to end on the fixture model: every subcommand, and clear errors.
 #include <sys/wait.h>
+#include <torch/version.h>
 
 #include <filesystem>
 #include <fstream>
@@ -118,6 +119,17 @@ TEST_F(Cli, ReconstructWritesImagesGridAndMetrics) {
   const auto metrics = nlohmann::json::parse(in);
   EXPECT_EQ(metrics.at("images").size(), 2u);
   EXPECT_TRUE(metrics.at("mean_psnr").is_number());
+}
+
+// vavae --version, with no command, names the LibTorch it runs on and what the build has.
+TEST_F(Cli, VersionNamesTheLibTorchAndWhatTheBuildHas) {
+  const CliResult r = vavae("--version");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(std::string("LibTorch ") + TORCH_VERSION + "\n"), std::string::npos) << r.output;
+  const int64_t gpus = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  EXPECT_NE(r.output.find("CUDA devices: " + std::to_string(gpus) + "\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("process groups: gloo"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("CPU 3x3 convolutions: "), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, InspectReadsEveryFormat) {

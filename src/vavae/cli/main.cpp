@@ -1,7 +1,10 @@
 // vavae: train and run VA-VAE image tokenizers.
+#include <torch/version.h>
+
 #include <filesystem>
 #include <iostream>
 #include <new>
+#include <sstream>
 
 #include "vavae/cli/common.h"
 #include "vavae/common/error.h"
@@ -93,6 +96,22 @@ nn::AutoencoderKL load_autoencoder(const ModelOptions& options, torch::Device de
 
 namespace {
 
+// What this build can do (vavae --version): its LibTorch, the GPUs that LibTorch sees, the
+// process groups and the CPU convolution path compiled in.
+std::string build_description() {
+  std::ostringstream s;
+  s << "vavae, LibTorch " << TORCH_VERSION << "\n";
+  s << "CUDA devices: " << (torch::cuda::is_available() ? torch::cuda::device_count() : 0) << "\n";
+  s << "process groups: gloo" << (vavae::dist::nccl_built() ? ", nccl" : "") << "\n";
+#ifdef VAVAE_WITH_ONEDNN
+  s << "CPU 3x3 convolutions: " << vavae::nn::convolution_algorithm_name()
+    << " (oneDNN Winograd and cached frozen layouts built in; VAVAE_CONV=direct|winograd)";
+#else
+  s << "CPU 3x3 convolutions: LibTorch's (no system oneDNN to share with this LibTorch)";
+#endif
+  return s.str();
+}
+
 // Every failure ends the same way: one line (file names and keys from files made printable), exit 1.
 int report_error(const std::string& message) {
   std::string line = vavae::printable(message, 2000);
@@ -108,6 +127,7 @@ int main(int argc, char** argv) {
   vavae::cli::set_program_arguments(argc, argv);
   CLI::App app{"vavae: train and run VA-VAE image tokenizers (LDM AutoencoderKL + VF loss)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", build_description, "show what this build can do (LibTorch, CUDA, process groups) and exit");
   vavae::cli::add_inspect_command(app);
   vavae::cli::add_codec_commands(app);
   vavae::cli::add_bench_command(app);

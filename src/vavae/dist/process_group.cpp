@@ -110,6 +110,14 @@ Launch launch_from_environment(const EnvLookup& env) {
   return l;
 }
 
+bool nccl_built() {
+#ifdef VAVAE_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 Group::~Group() = default;
 
 std::shared_ptr<Group> Group::connect(const Launch& launch, torch::Device device, std::chrono::milliseconds timeout) {

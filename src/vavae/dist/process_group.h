@@ -83,6 +83,9 @@ torch::Device rank_device(torch::Device requested, const Launch& launch);
 // A group from the environment: connected when the launcher made several ranks, else one process.
 std::shared_ptr<Group> group_from_environment(torch::Device device, std::chrono::milliseconds timeout);
 
+// Whether this build has ProcessGroupNCCL (a CUDA LibTorch with NCCL, and nccl.h when compiled).
+bool nccl_built();
+
 // Contiguous share of `count` items for a rank: [begin, end), the first ranks one larger when uneven.
 std::pair<int64_t, int64_t> shard_range(int64_t count, int rank, int size);
 

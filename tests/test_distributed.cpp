@@ -81,6 +81,22 @@ TEST(Launch, ShardRangesCoverEveryItemOnce) {
     }
 }
 
+// Each rank of a multi-rank CUDA run takes the GPU of its local rank; a local rank beyond the
+// machine's GPUs is an error naming the rank, not a CUDA failure later. CPU runs stay on the CPU.
+TEST(Launch, EachRankTakesTheGpuOfItsLocalRank) {
+  dist::Launch launch;
+  launch.world_size = 4, launch.local_world_size = 2;
+  launch.rank = 3, launch.local_rank = 1;
+  EXPECT_EQ(dist::rank_device(torch::kCPU, launch), torch::Device(torch::kCPU));
+  const int64_t gpus = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  if (gpus > 1) {
+    EXPECT_EQ(dist::rank_device(torch::kCUDA, launch), torch::Device(torch::kCUDA, 1));
+  }
+  launch.local_rank = static_cast<int>(gpus);
+  expect_error([&] { dist::rank_device(torch::kCUDA, launch); },
+               {"rank 3", "local rank " + std::to_string(gpus), std::to_string(gpus) + " CUDA device(s)"});
+}
+
 // Two ranks' batches together are one process's batch of twice the size; an epoch visits no item twice.
 TEST(ShardedLoader, RanksSplitEachGlobalBatchAndCoverTheEpochOnce) {
   const auto dataset = data::open_dataset(make_images("sharded_loader", 30));

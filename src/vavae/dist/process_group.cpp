@@ -215,6 +215,11 @@ int threads_per_rank(int requested, const Launch& launch) {
 
 torch::Device rank_device(torch::Device requested, const Launch& launch) {
   if (!requested.is_cuda() || launch.world_size == 1) return requested;
+  const auto gpus = static_cast<int>(torch::cuda::device_count());
+  if (launch.local_rank >= gpus)
+    throw Error("rank " + std::to_string(launch.rank) + ": local rank " + std::to_string(launch.local_rank) + " runs on GPU " +
+                std::to_string(launch.local_rank) + ", but this machine shows " + std::to_string(gpus) +
+                " CUDA device(s): start at most one rank per GPU on each machine");
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
 }
 

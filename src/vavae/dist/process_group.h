@@ -77,7 +77,8 @@ class Work {
 // between the ranks of this machine.
 int threads_per_rank(int requested, const Launch& launch);
 
-// The device of this rank: with several ranks, CUDA means the GPU numbered by the local rank.
+// The device of this rank: with several ranks, CUDA means the GPU numbered by the local rank (an
+// Error naming the rank when the machine has no such GPU).
 torch::Device rank_device(torch::Device requested, const Launch& launch);
 
 // A group from the environment: connected when the launcher made several ranks, else one process.

@@ -102,14 +102,29 @@ bool usable_moment(const torch::Tensor& m, const torch::Tensor& p) {
   return is_cpu_float(m) && !m.is_sparse() && m.sizes() == p.sizes();
 }
 
+// One parameter group without weight decay or amsgrad: the step both faster updates reproduce.
+bool plain_adam(torch::optim::Adam& optimizer) {
+  if (optimizer.param_groups().size() != 1) return false;
+  const auto& options = static_cast<const torch::optim::AdamOptions&>(optimizer.param_groups().front().options());
+  return options.weight_decay() == 0 && !options.amsgrad();
+}
+
+// Counts a step of parameter state `s` and returns Adam's step size lr / (1 - beta1^t) and
+// bias correction sqrt(1 - beta2^t) for it, in double as LibTorch computes them.
+struct StepScales {
+  double step_size, bias_correction2_sqrt;
+};
+StepScales count_step(torch::optim::AdamParamState& s, const torch::optim::AdamOptions& options) {
+  s.step(s.step() + 1);
+  const double t = static_cast<double>(s.step());
+  return {options.lr() / (1 - std::pow(std::get<0>(options.betas()), t)), std::sqrt(1 - std::pow(std::get<1>(options.betas()), t))};
+}
+
 // Whether the one-pass update computes what optimizer.step() would.
 bool one_pass_applies(torch::optim::Adam& optimizer) {
-  if (optimizer.param_groups().size() != 1) return false;
-  const auto& group = optimizer.param_groups().front();
-  const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
-  if (options.weight_decay() != 0 || options.amsgrad()) return false;
+  if (!plain_adam(optimizer)) return false;
   const auto& state = optimizer.state();
-  for (const auto& p : group.params()) {
+  for (const auto& p : optimizer.param_groups().front().params()) {
     if (!p.grad().defined()) continue;
     if (!plain_cpu_float(p) || !plain_cpu_float(p.grad())) return false;
     const auto it = state.find(adam_state_key(state, p));
@@ -120,15 +135,12 @@ bool one_pass_applies(torch::optim::Adam& optimizer) {
   return true;
 }
 
-// Whether the multi-tensor update computes what optimizer.step() would: one group without weight
-// decay or amsgrad, every parameter with a gradient dense and of one device and dtype.
+// Whether the multi-tensor update computes what optimizer.step() would: a plain Adam whose
+// parameters with gradients are dense and of one device and dtype.
 bool multi_tensor_applies(torch::optim::Adam& optimizer) {
-  if (optimizer.param_groups().size() != 1) return false;
-  const auto& group = optimizer.param_groups().front();
-  const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
-  if (options.weight_decay() != 0 || options.amsgrad()) return false;
+  if (!plain_adam(optimizer)) return false;
   const torch::Tensor* first = nullptr;
-  for (const auto& p : group.params()) {
+  for (const auto& p : optimizer.param_groups().front().params()) {
     if (!p.grad().defined()) continue;
     if (p.is_sparse() || p.grad().is_sparse()) return false;
     if (!first) first = &p;
@@ -154,15 +166,13 @@ void multi_tensor_adam_step(torch::optim::Adam& optimizer) {
   for (const auto& p : group.params()) {
     if (!p.grad().defined()) continue;
     auto& s = adam_param_state(optimizer.state(), p);
-    s.step(s.step() + 1);
-    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
-    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
+    const StepScales scales = count_step(s, options);
     params.push_back(p);
     grads.push_back(p.grad());
     exp_avgs.push_back(s.exp_avg());
     exp_avg_sqs.push_back(s.exp_avg_sq());
-    bias_correction2_sqrt.emplace_back(std::sqrt(bias_correction2));
-    neg_step_size.emplace_back(-options.lr() / bias_correction1);
+    bias_correction2_sqrt.emplace_back(scales.bias_correction2_sqrt);
+    neg_step_size.emplace_back(-scales.step_size);
   }
   if (params.empty()) return;
   at::_foreach_mul_(exp_avgs, beta1);
@@ -192,15 +202,12 @@ bool device_gradients_finite(const std::vector<torch::Tensor>& gradients) {
     if (it == by_device.end()) it = by_device.insert(by_device.end(), {g.device(), {}});
     it->second.push_back(g);
   }
-  std::vector<torch::Tensor> flags;
   for (auto& [device, list] : by_device) {
     const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
     torch::Tensor found = torch::zeros({1}, options);
     at::_amp_foreach_non_finite_check_and_unscale_(list, found, torch::ones({1}, options));
-    flags.push_back(found.cpu());
+    if (found.item<float>() != 0) return false;
   }
-  for (const auto& f : flags)
-    if (f.item<float>() != 0) return false;
   return true;
 }
 
@@ -228,13 +235,11 @@ AdamUpdate adam_step(torch::optim::Adam& optimizer) {
       s.exp_avg(s.exp_avg().contiguous());
       s.exp_avg_sq(s.exp_avg_sq().contiguous());
     }
-    s.step(s.step() + 1);
-    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
-    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
+    const StepScales scales = count_step(s, options);
     torch::Tensor param = p;  // shares the storage; data_ptr needs a non-const handle
     tensors.push_back({param.data_ptr<float>(), p.grad().data_ptr<float>(), s.exp_avg().data_ptr<float>(),
-                       s.exp_avg_sq().data_ptr<float>(), static_cast<float>(options.lr() / bias_correction1),
-                       static_cast<float>(std::sqrt(bias_correction2))});
+                       s.exp_avg_sq().data_ptr<float>(), static_cast<float>(scales.step_size),
+                       static_cast<float>(scales.bias_correction2_sqrt)});
     sizes.push_back(p.numel());
   }
   const AdamConstants c{static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1 - beta1),
